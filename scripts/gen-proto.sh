@@ -4,3 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../proto"
 rm -rf ../src/gen
 ../node_modules/.bin/buf generate --template buf.gen.yaml .
+# Version facts for `-v`.
+rev=$(git -C .. rev-parse HEAD 2>/dev/null || echo unknown)
+ver=$(node -p "require('../package.json').version")
+printf 'export const VERSION = %s;\nexport const REVISION = %s;\n' "'$ver'" "'$rev'" > ../src/gen/version.ts

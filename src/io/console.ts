@@ -1,0 +1,116 @@
+// Terminal mode (shared/spec/runc-and-io.md §3, §4.7): runc sends the pty master over a console
+// socket; we copy master → stdout fifo and stdin fifo → master, and resize on request.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import tty from 'node:tty';
+import * as native from '../sys/native.js';
+import type { Stdio } from '../runc/runc.js';
+import type { IOConfig, ProcessIO } from './processio.js';
+import { parseStdioUri } from './processio.js';
+import { openOutput, closeQuietly, SharedSink } from './copy.js';
+import { StdinFifo } from './stdin.js';
+
+const RECEIVE_TIMEOUT_MS = 10_000;
+
+export class ConsoleIO implements ProcessIO {
+  /** runc's own output is captured in terminal mode. */
+  readonly stdio: Stdio | undefined = undefined;
+  readonly socketPath: string;
+  private readonly dir: string;
+  private listenFd: number;
+  private master = -1;
+  private reader?: tty.ReadStream;
+  private writer?: tty.WriteStream;
+  private stdinFifo?: StdinFifo;
+  private copy?: Promise<void>;
+  private closed = false;
+
+  constructor(private readonly cfg: IOConfig) {
+    if (cfg.stdout && parseStdioUri(cfg.stdout).scheme !== 'fifo') {
+      throw new Error(`unsupported terminal stdout ${cfg.stdout}`);
+    }
+    this.dir = fs.mkdtempSync(path.join(process.env.XDG_RUNTIME_DIR || os.tmpdir(), 'pty'));
+    this.socketPath = path.join(this.dir, 'pty.sock');
+    try {
+      this.listenFd = native.listenUnix(this.socketPath, 1);
+    } catch (e) {
+      fs.rmSync(this.dir, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  async start(): Promise<void> {
+    try {
+      const { fd } = native.acceptRecvFd(this.listenFd, RECEIVE_TIMEOUT_MS);
+      this.master = fd;
+    } catch (e) {
+      throw new Error(`failed to retrieve console master: ${(e as Error).message}`);
+    } finally {
+      this.closeSocket();
+    }
+    // Separate fds for the two directions: libuv allows one handle per fd.
+    this.reader = new tty.ReadStream(this.master);
+    this.writer = new tty.WriteStream(native.dup(this.master));
+    this.writer.on('error', () => { /* the pty went away */ });
+    if (this.cfg.stdout) {
+      const sink: SharedSink = openOutput(this.cfg.stdout);
+      const dst = sink.acquire();
+      const reader = this.reader;
+      this.copy = new Promise((resolve) => {
+        let done = false;
+        const finish = () => {
+          if (done) return;
+          done = true;
+          reader.unpipe(dst);
+          sink.release();
+          resolve();
+        };
+        // EIO means no process holds the slave any more: the terminal output has ended.
+        reader.on('error', finish);
+        reader.once('end', finish);
+        reader.once('close', finish);
+        reader.pipe(dst, { end: false });
+      });
+    } else {
+      this.reader.resume();
+      this.reader.on('error', () => undefined);
+    }
+    if (this.cfg.stdin) this.stdinFifo = new StdinFifo(this.cfg.stdin, this.writer);
+  }
+
+  resize(width: number, height: number): void {
+    if (this.master < 0 || this.closed) return;
+    native.setWinsize(this.master, height, width);
+  }
+
+  closeStdin(): void {
+    this.stdinFifo?.closeWriter();
+  }
+
+  async drain(timeoutMs: number): Promise<void> {
+    if (!this.copy) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.copy, new Promise<void>((r) => { timer = setTimeout(r, timeoutMs); })]);
+    if (timer) clearTimeout(timer);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeSocket();
+    this.stdinFifo?.closeWriter();
+    this.reader?.destroy();
+    this.writer?.destroy();
+    if (!this.reader) closeQuietly(this.master);
+    this.master = -1;
+  }
+
+  private closeSocket(): void {
+    if (this.listenFd >= 0) {
+      closeQuietly(this.listenFd);
+      this.listenFd = -1;
+      fs.rmSync(this.dir, { recursive: true, force: true });
+    }
+  }
+}

@@ -1,0 +1,153 @@
+// Per-process stdio (shared/spec/runc-and-io.md §4): choose the mode from the request's
+// stdin/stdout/stderr/terminal, hand runc the child-side fds, then copy between the container's
+// pipes and containerd's fifos (or a file, or a logging binary).
+import fs from 'node:fs';
+import path from 'node:path';
+import * as native from '../sys/native.js';
+import type { Stdio } from '../runc/runc.js';
+import { copyInto, openOutput, pipeSocket, closeQuietly, SharedSink } from './copy.js';
+import { StdinFifo } from './stdin.js';
+
+export interface IOConfig {
+  stdin: string;
+  stdout: string;
+  stderr: string;
+  terminal: boolean;
+  uid: number;
+  gid: number;
+}
+
+export interface ProcessIO {
+  /** The fds runc gets as 0,1,2, or undefined when runc's own output should be captured. */
+  readonly stdio: Stdio | undefined;
+  /** Called once runc create/exec returned: close child ends, open targets, start copies. */
+  start(): Promise<void>;
+  /** CloseIO. */
+  closeStdin(): void;
+  /** Resolves when all output copies ended, or after `timeoutMs`. */
+  drain(timeoutMs: number): Promise<void>;
+  /** Release everything (Delete, or a failed create/exec). */
+  close(): void;
+}
+
+export function parseStdioUri(uri: string): { scheme: string; path: string; url?: URL } {
+  const m = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\//.exec(uri);
+  if (!m) return { scheme: 'fifo', path: uri };
+  const url = new URL(uri);
+  return { scheme: m[1]!.toLowerCase(), path: decodeURIComponent(url.pathname), url };
+}
+
+export function createProcessIO(cfg: IOConfig): ProcessIO {
+  if (cfg.terminal) throw new Error('terminal IO is created by the console module');
+  if (!cfg.stdin && !cfg.stdout && !cfg.stderr) return new NullIO();
+  const out = parseStdioUri(cfg.stdout);
+  switch (out.scheme) {
+    case 'fifo':
+      return new PipeIO(cfg, cfg.stdout, cfg.stderr);
+    case 'file': {
+      fs.mkdirSync(path.dirname(out.path), { recursive: true, mode: 0o755 });
+      fs.closeSync(fs.openSync(out.path, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT, 0o644));
+      return new PipeIO(cfg, out.path, out.path);
+    }
+    default:
+      throw new Error(`unknown STDIO scheme ${out.scheme}`);
+  }
+}
+
+export class NullIO implements ProcessIO {
+  readonly stdio: Stdio = { fds: [-1, -1, -1] };
+  async start(): Promise<void> {}
+  closeStdin(): void {}
+  async drain(): Promise<void> {}
+  close(): void {}
+}
+
+/** Real pipes between runc/the container and the shim, as the reference uses (§4.3). */
+export class PipeIO implements ProcessIO {
+  readonly stdio: Stdio;
+  private readonly childEnds: number[] = [];
+  private readonly shimEnds: number[] = [];
+  private stdinW = -1;
+  private stdoutR = -1;
+  private stderrR = -1;
+  private stdinFifo?: StdinFifo;
+  private copies: Promise<void>[] = [];
+  private closed = false;
+
+  constructor(private readonly cfg: IOConfig, private readonly stdoutTarget: string, private readonly stderrTarget: string) {
+    const fds: [number, number, number] = [-1, -1, -1];
+    try {
+      if (cfg.stdin) {
+        const [r, w] = native.pipe();
+        fds[0] = r; this.stdinW = w;
+        this.childEnds.push(r); this.shimEnds.push(w);
+      }
+      if (stdoutTarget) {
+        const [r, w] = native.pipe();
+        fds[1] = w; this.stdoutR = r;
+        this.childEnds.push(w); this.shimEnds.push(r);
+      }
+      if (stderrTarget) {
+        const [r, w] = native.pipe();
+        fds[2] = w; this.stderrR = r;
+        this.childEnds.push(w); this.shimEnds.push(r);
+      }
+      for (const fd of this.childEnds) fs.fchownSync(fd, cfg.uid, cfg.gid);
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+    this.stdio = { fds };
+  }
+
+  async start(): Promise<void> {
+    // runc passed the child ends to the container; our copies would hold EOF back.
+    for (const fd of this.childEnds) closeQuietly(fd);
+    this.childEnds.length = 0;
+    const sinks = new Map<string, SharedSink>();
+    const sinkFor = (target: string) => {
+      let s = sinks.get(target);
+      if (!s) { s = openOutput(target); sinks.set(target, s); }
+      return s;
+    };
+    if (this.stdoutR >= 0) {
+      const src = pipeSocket(this.stdoutR, 'r');
+      this.stdoutR = -1;
+      this.copies.push(copyInto(src, sinkFor(this.stdoutTarget)));
+    }
+    if (this.stderrR >= 0) {
+      const src = pipeSocket(this.stderrR, 'r');
+      this.stderrR = -1;
+      this.copies.push(copyInto(src, sinkFor(this.stderrTarget)));
+    }
+    if (this.stdinW >= 0) {
+      const dst = pipeSocket(this.stdinW, 'w');
+      this.stdinW = -1;
+      dst.on('finish', () => dst.destroy());
+      this.stdinFifo = new StdinFifo(this.cfg.stdin, dst);
+    }
+    this.shimEnds.length = 0;
+  }
+
+  closeStdin(): void {
+    this.stdinFifo?.closeWriter();
+  }
+
+  async drain(timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(this.copies),
+      new Promise<void>((r) => { timer = setTimeout(r, timeoutMs); }),
+    ]);
+    if (timer) clearTimeout(timer);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.stdinFifo?.closeWriter();
+    for (const fd of [...this.childEnds, ...this.shimEnds]) closeQuietly(fd);
+    this.childEnds.length = 0;
+    this.shimEnds.length = 0;
+  }
+}

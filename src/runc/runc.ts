@@ -1,0 +1,178 @@
+// The runc driver: builds runc command lines (shared/spec/runc-and-io.md §1-2) and runs them as
+// children of the daemon through the reaper, so their exits are collected by the one reaper.
+import net from 'node:net';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as native from '../sys/native.js';
+import { Reaper, envList } from '../reaper/reaper.js';
+
+export const DEFAULT_RUNC_ROOT = '/run/containerd/runc';
+const SIGKILL = 9;
+
+export interface RuncConfig {
+  command: string;
+  /** Effective --root: <root or /run/containerd/runc>/<namespace>. */
+  root: string;
+  log: string;
+  systemdCgroup?: boolean;
+  criu?: string;
+}
+
+export class RuncError extends Error {
+  constructor(message: string, readonly status: number, readonly output: string) {
+    super(message);
+  }
+}
+
+export interface Stdio {
+  /** fds for runc's 0, 1, 2 (-1 = /dev/null). */
+  fds: [number, number, number];
+}
+
+export interface CreateOpts {
+  pidFile: string;
+  consoleSocket?: string;
+  noPivot?: boolean;
+  noNewKeyring?: boolean;
+  stdio?: Stdio;
+}
+
+export interface ExecOpts {
+  pidFile: string;
+  consoleSocket?: string;
+  stdio?: Stdio;
+}
+
+export interface RuncProcessLike {
+  pid: number;
+  exited: Promise<{ status: number }>;
+}
+
+/** A bounded wait for the captured output to reach EOF once runc itself has exited. */
+const OUTPUT_GRACE_MS = 1000;
+
+export class Runc {
+  constructor(readonly cfg: RuncConfig, private readonly reaper: Reaper) {}
+
+  private globalArgs(): string[] {
+    const a = ['--root', this.cfg.root, '--log', this.cfg.log, '--log-format', 'json'];
+    if (this.cfg.criu) a.push('--criu', this.cfg.criu);
+    if (this.cfg.systemdCgroup) a.push('--systemd-cgroup');
+    return a;
+  }
+
+  private env(): string[] {
+    return envList(process.env, (k) => k === 'NOTIFY_SOCKET');
+  }
+
+  /**
+   * Run runc with the given args. With `stdio`, runc's stdio are those fds and nothing is
+   * captured; otherwise stdout+stderr are captured together through a real pipe.
+   */
+  async run(args: string[], opts: { stdio?: Stdio; input?: string } = {}): Promise<string> {
+    const argv = [this.cfg.command, ...this.globalArgs(), ...args];
+    let inR = -1, inW = -1, outR = -1, outW = -1;
+    try {
+      if (opts.input !== undefined) [inR, inW] = native.pipe();
+      if (!opts.stdio) [outR, outW] = native.pipe();
+      const fds: number[] = opts.stdio ? [...opts.stdio.fds] : [inR, outW, outW];
+      if (opts.input !== undefined) fds[0] = inR;
+      const child = this.reaper.spawn({ file: this.cfg.command, args: argv, env: this.env(), fds, pdeathsig: SIGKILL });
+      if (inR >= 0) { fs.closeSync(inR); inR = -1; }
+      if (outW >= 0) { fs.closeSync(outW); outW = -1; }
+      const writing = inW >= 0 ? writeAll(inW, opts.input ?? '') : Promise.resolve();
+      inW = -1;
+      const reading = outR >= 0 ? readAll(outR, child.exited) : Promise.resolve('');
+      outR = -1;
+      const [exit, output] = await Promise.all([child.exited, reading, writing.catch(() => undefined)]).then(
+        ([e, o]) => [e, o] as const,
+      );
+      if (exit.status !== 0) {
+        const msg = opts.stdio
+          ? `${this.cfg.command} did not terminate successfully: exit status ${exit.status}`
+          : `exit status ${exit.status}: ${output}`;
+        throw new RuncError(msg, exit.status, output);
+      }
+      return output;
+    } finally {
+      for (const fd of [inR, inW, outR, outW]) if (fd >= 0) try { fs.closeSync(fd); } catch { /* already closed */ }
+    }
+  }
+
+  create(id: string, bundle: string, o: CreateOpts): Promise<string> {
+    const a = ['create', '--bundle', bundle, '--pid-file', path.resolve(o.pidFile)];
+    if (o.consoleSocket) a.push('--console-socket', o.consoleSocket);
+    if (o.noPivot) a.push('--no-pivot');
+    if (o.noNewKeyring) a.push('--no-new-keyring');
+    a.push(id);
+    return this.run(a, { stdio: o.stdio });
+  }
+
+  start(id: string): Promise<string> {
+    return this.run(['start', id]);
+  }
+
+  /** `runc exec --detach` with the process spec in a private temp file, removed afterwards. */
+  async exec(id: string, processSpec: unknown, o: ExecOpts): Promise<void> {
+    const dir = fs.mkdtempSync(path.join(process.env.XDG_RUNTIME_DIR || os.tmpdir(), 'runc-process'));
+    const file = path.join(dir, 'process.json');
+    try {
+      fs.writeFileSync(file, JSON.stringify(processSpec), { mode: 0o600 });
+      const a = ['exec', '--process', file];
+      if (o.consoleSocket) a.push('--console-socket', o.consoleSocket);
+      a.push('--detach', '--pid-file', path.resolve(o.pidFile), id);
+      await this.run(a, { stdio: o.stdio });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  kill(id: string, signal: number, all = false): Promise<string> {
+    return this.run(all ? ['kill', '--all', id, String(signal)] : ['kill', id, String(signal)]);
+  }
+
+  delete(id: string, force = false): Promise<string> {
+    return this.run(force ? ['delete', '--force', id] : ['delete', id]);
+  }
+
+  pause(id: string): Promise<string> { return this.run(['pause', id]); }
+  resume(id: string): Promise<string> { return this.run(['resume', id]); }
+
+  async ps(id: string): Promise<number[]> {
+    const out = await this.run(['ps', '--format', 'json', id]);
+    // runc may print nothing but the JSON; be lenient with surrounding whitespace.
+    const parsed: unknown = JSON.parse(out.trim() || 'null');
+    return Array.isArray(parsed) ? parsed.filter((p): p is number => typeof p === 'number') : [];
+  }
+
+  update(id: string, resourcesJson: string): Promise<string> {
+    return this.run(['update', '--resources', '-', id], { input: resourcesJson });
+  }
+}
+
+function writeAll(fd: number, data: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = new net.Socket({ fd, readable: false, writable: true });
+    s.on('error', (e) => { s.destroy(); reject(e); });
+    s.end(data, () => { s.destroy(); resolve(); });
+  });
+}
+
+/** Read a pipe to EOF; once `exited` resolves, wait at most OUTPUT_GRACE_MS more for EOF. */
+function readAll(fd: number, exited: Promise<unknown>): Promise<string> {
+  return new Promise((resolve) => {
+    const s = new net.Socket({ fd, readable: true, writable: false });
+    const chunks: Buffer[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    const done = () => {
+      if (timer) clearTimeout(timer);
+      s.destroy();
+      resolve(Buffer.concat(chunks).toString('utf8'));
+    };
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('end', done);
+    s.on('error', done);
+    exited.then(() => { timer = setTimeout(done, OUTPUT_GRACE_MS); timer.unref(); });
+  });
+}

@@ -1,0 +1,35 @@
+// The `delete` action (shared/spec/shim-cli.md §9): cleanup after Shutdown or after the daemon
+// died: runc delete --force, unmount the rootfs, print a DeleteResponse (137, now).
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { DeleteResponse } from '../gen/containerd/task/v2/shim.js';
+import { readBundleOptions, runcCommand, runcRoot } from './options.js';
+import { unmountAll } from '../sys/mount.js';
+import { now } from './time.js';
+import type { ShimFlags } from './flags.js';
+
+const RUNC_TIMEOUT_MS = 4000; // containerd kills us after 5 s
+
+export function deleteAction(flags: ShimFlags, warn: (msg: string) => void): Buffer {
+  const bundle = path.join(path.dirname(process.cwd()), flags.id);
+  const opts = readBundleOptions(bundle);
+  const args = ['--root', runcRoot(opts, flags.namespace), '--log', path.join(bundle, 'log.json'), '--log-format', 'json', 'delete', '--force', flags.id];
+  const env = { ...process.env };
+  delete env.NOTIFY_SOCKET;
+  const r = spawnSync(runcCommand(opts), args, { env, encoding: 'utf8', timeout: RUNC_TIMEOUT_MS, stdio: ['ignore', 'pipe', 'pipe'] });
+  if (r.error || r.status !== 0) warn(`failed to remove runc container: ${r.error?.message ?? `${r.stdout}${r.stderr}`.trim()}`);
+  try {
+    unmountAll(path.join(bundle, 'rootfs'));
+  } catch (e) {
+    warn(`failed to cleanup rootfs mount: ${(e as Error).message}`);
+  }
+  let pid = 0xffffffff; // what the reference reports when init.pid is unreadable (-1 as uint32)
+  try {
+    const n = Number.parseInt(fs.readFileSync(path.join(bundle, 'init.pid'), 'utf8').trim(), 10);
+    if (Number.isSafeInteger(n) && n > 0) pid = n;
+  } catch (e) {
+    warn(`failed to read init pid file: ${(e as Error).message}`);
+  }
+  return Buffer.from(DeleteResponse.encode({ pid, exitStatus: 128 + 9, exitedAt: now() }).finish());
+}

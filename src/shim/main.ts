@@ -1,0 +1,53 @@
+// Entry point of the shim binary. containerd runs it as `start`, as `delete`, and `start` runs
+// it again as the daemon. Each mode loads only what it needs.
+import path from 'node:path';
+import { parseFlags, FlagError } from './flags.js';
+
+const NAME = 'io.containerd.runc.v2';
+
+function fail(msg: string): never {
+  process.stderr.write(`${NAME}: ${msg}`);
+  process.exit(1);
+}
+
+async function main(): Promise<void> {
+  let flags;
+  try {
+    flags = parseFlags(process.argv.slice(2));
+  } catch (e) {
+    if (e instanceof FlagError) {
+      process.stderr.write(`${e.message}\nUsage of ${process.env.SHIM_ARGV0 ?? 'containerd-shim-runc-v2'}:\n`);
+      process.exit(2);
+    }
+    throw e;
+  }
+  if (flags.version) {
+    const { VERSION, REVISION } = await import('../gen/version.js');
+    const argv0 = path.basename(process.env.SHIM_ARGV0 ?? 'containerd-shim-runc-v2');
+    process.stdout.write(`${argv0}:\n  Version:  ${VERSION}\n  Revision: ${REVISION}\n  Node.js version: ${process.version}\n\n`);
+    return;
+  }
+  if (!flags.namespace) fail('shim namespace cannot be empty');
+  switch (flags.action) {
+    case 'start': {
+      const { start } = await import('./start.js');
+      const address = await start(flags);
+      process.stdout.write(address);
+      process.exit(0);
+    }
+    // eslint-disable-next-line no-fallthrough
+    case 'delete': {
+      const { deleteAction } = await import('./delete.js');
+      const out = deleteAction(flags, (m) => process.stderr.write(`${m}\n`));
+      process.stdout.write(out);
+      process.exit(0);
+    }
+    // eslint-disable-next-line no-fallthrough
+    default: {
+      const { serve } = await import('./serve.js');
+      await serve(flags);
+    }
+  }
+}
+
+main().catch((e: unknown) => fail(e instanceof Error ? e.message : String(e)));

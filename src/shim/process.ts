@@ -1,0 +1,73 @@
+// One process the shim tracks: a container's init or an exec. Holds its pid (and a pidfd, so a
+// late signal can never reach a recycled pid), its stdio, its state and its exit.
+import fs from 'node:fs';
+import * as native from '../sys/native.js';
+import type { ProcessIO } from '../io/processio.js';
+import type { Timestamp } from '../gen/google/protobuf/timestamp.js';
+import { GO_ZERO_TIME } from './time.js';
+import type { ProcState } from './state.js';
+
+export interface StdioSpec { stdin: string; stdout: string; stderr: string; terminal: boolean }
+
+export class Process {
+  pid = 0;
+  private pidfd = -1;
+  state: ProcState = 'created';
+  exitStatus = 0;
+  exitedAt: Timestamp = GO_ZERO_TIME;
+  io?: ProcessIO;
+  private resolveExit!: () => void;
+  /** Resolves once the process exited (or, for an exec, once its start failed). */
+  readonly exited: Promise<void>;
+
+  constructor(readonly id: string, readonly execId: string, readonly stdio: StdioSpec) {
+    this.exited = new Promise((r) => { this.resolveExit = r; });
+  }
+
+  get isInit(): boolean { return this.execId === ''; }
+  get hasExited(): boolean { return this.exitedAt !== GO_ZERO_TIME; }
+
+  /** Record the pid and pin the process with a pidfd. False if it is already gone. */
+  attach(pid: number): boolean {
+    this.pid = pid;
+    try {
+      this.pidfd = native.pidfdOpen(pid);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Signal through the pidfd: ESRCH once the process exited, even if its pid was reused. */
+  signal(sig: number): void {
+    if (this.pidfd < 0) {
+      const e = new Error('process already finished') as NodeJS.ErrnoException;
+      e.code = 'ESRCH';
+      throw e;
+    }
+    native.pidfdSendSignal(this.pidfd, sig);
+  }
+
+  setExited(status: number, at: Timestamp): void {
+    if (this.hasExited) return;
+    this.exitStatus = status;
+    this.exitedAt = at;
+    if (this.state !== 'deleted') this.state = 'stopped';
+    this.releasePidfd();
+    this.resolveExit();
+  }
+
+  /** An exec whose start failed: release waiters with status 0 and zero time, no exit event. */
+  startFailed(): void {
+    this.state = 'stopped';
+    this.releasePidfd();
+    this.resolveExit();
+  }
+
+  releasePidfd(): void {
+    if (this.pidfd >= 0) {
+      try { fs.closeSync(this.pidfd); } catch { /* ignore */ }
+      this.pidfd = -1;
+    }
+  }
+}

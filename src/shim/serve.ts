@@ -1,0 +1,83 @@
+// Serve mode: the long-lived daemon. It is a child subreaper, serves the Task service over ttrpc
+// on the socket `start` handed it as fd 3, publishes events to containerd, and exits when asked
+// with no container left (or on SIGTERM/SIGINT).
+import fs from 'node:fs';
+import net from 'node:net';
+import * as native from '../sys/native.js';
+import { TtrpcServer } from '../ttrpc/index.js';
+import { Reaper } from '../reaper/reaper.js';
+import { EventPublisher } from '../events/publisher.js';
+import { openLogger } from './logger.js';
+import { TaskService } from './service.js';
+import { registerTaskService } from './task-ttrpc.js';
+import { socketPath } from './address.js';
+import type { ShimFlags } from './flags.js';
+
+const LISTEN_FD = 3;
+const PUBLISHER_DRAIN_MS = 5000;
+
+export async function serve(flags: ShimFlags): Promise<void> {
+  const log = openLogger(flags.debug).child({ namespace: flags.namespace, id: flags.id });
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err }, 'uncaught exception');
+  });
+  process.on('unhandledRejection', (err) => {
+    log.error({ err }, 'unhandled rejection');
+  });
+
+  const reaper = new Reaper();
+  reaper.start();
+  reaper.on('error', (err: Error) => log.error({ err: err.message }, 'reaper pipe error'));
+
+  const ttrpcAddress = socketPath(process.env.TTRPC_ADDRESS ?? '');
+  const publisher = new EventPublisher(ttrpcAddress, flags.namespace, log);
+
+  let ownSocket: string | undefined;
+  try {
+    ownSocket = socketPath(fs.readFileSync('address', 'utf8'));
+  } catch { /* started by hand with -socket */ }
+
+  let shuttingDown = false;
+  const shutdown = async (why: string) => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    log.info({ why }, 'shutting down');
+    server.close();
+    if (ownSocket) fs.rmSync(ownSocket, { force: true });
+    const drained = await publisher.close(PUBLISHER_DRAIN_MS);
+    server.shutdown();
+    if (!drained) log.error('publisher not closed');
+    process.exit(drained ? 0 : 1);
+  };
+
+  const service = new TaskService(flags.namespace, reaper, publisher, log, () => void shutdown('shutdown requested'));
+  const uid = process.geteuid?.() ?? 0;
+  const gid = process.getegid?.() ?? 0;
+  const server = new TtrpcServer({
+    // Only containerd's user may talk to us (the reference checks SO_PEERCRED the same way).
+    authorize: (sock: net.Socket) => {
+      const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+      if (fd === undefined || fd < 0) return false;
+      const cred = native.peerCred(fd);
+      return cred.uid === uid && cred.gid === gid;
+    },
+  });
+  registerTaskService(server, service);
+
+  const listener = net.createServer();
+  if (flags.socket) {
+    if (flags.socket.length > 106) throw new Error('unix socket path too long (> 106)');
+    fs.rmSync(flags.socket, { force: true });
+    await new Promise<void>((resolve, reject) => listener.listen(flags.socket, resolve).once('error', reject));
+    fs.chmodSync(flags.socket, 0o600);
+    ownSocket = flags.socket;
+  } else {
+    await new Promise<void>((resolve, reject) => listener.listen({ fd: LISTEN_FD }, resolve).once('error', reject));
+  }
+  server.serve(listener);
+
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGPIPE', () => { /* ignored */ });
+  log.info('shim started');
+}

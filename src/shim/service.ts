@@ -1,0 +1,377 @@
+// The containerd.task.v2.Task service: one daemon may serve several containers (a Kubernetes
+// pod shares one shim), so all state is a map of containers, each with its processes.
+// Request → Container (runc, io) → events; exits arrive from the reaper.
+import type { Logger } from 'pino';
+import * as T from '../gen/containerd/task/v2/shim.js';
+import * as E from '../gen/containerd/events/task.js';
+import { Status as TaskStatus } from '../gen/containerd/types/task.js';
+import { ProcessDetails } from '../gen/containerd/runc/v1/runc.js';
+import { TtrpcError, Code, notFound, alreadyExists } from '../ttrpc/index.js';
+import type { Reaper, Exit } from '../reaper/reaper.js';
+import type { EventSink } from '../events/publisher.js';
+import { Container, killError } from './container.js';
+import { Process } from './process.js';
+import { ExitMatcher } from './exits.js';
+import { Mutex } from './mutex.js';
+import { checkInit, checkExec, type ProcState } from './state.js';
+import { decodeOptions, writeBundleOptions } from './options.js';
+import { validateId } from './identifiers.js';
+import { ConsoleIO } from '../io/console.js';
+import { runtimeError } from '../runc/logjson.js';
+
+const SIGKILL = 9;
+
+const STATUS: Record<ProcState, TaskStatus> = {
+  created: TaskStatus.CREATED, running: TaskStatus.RUNNING, pausing: TaskStatus.PAUSING,
+  paused: TaskStatus.PAUSED, stopped: TaskStatus.STOPPED, deleted: TaskStatus.STOPPED,
+};
+
+type Encodable<M> = { encode(m: M): { finish(): Uint8Array } };
+
+export class TaskService {
+  readonly containers = new Map<string, Container>();
+  private readonly exits = new ExitMatcher();
+  /** Held from before `runc start/exec` until the start event is queued; exits take it too. */
+  private readonly sendLock = new Mutex();
+  private readonly createLock = new Mutex();
+  private exitChain: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly namespace: string,
+    private readonly reaper: Reaper,
+    private readonly events: EventSink,
+    private readonly log: Logger,
+    private readonly onShutdown: () => void,
+  ) {
+    reaper.on('exit', (e: Exit) => this.onExit(e));
+  }
+
+  private publish<M>(topic: string, type: string, codec: Encodable<M>, msg: M): void {
+    this.events.publish(topic, `containerd.events.${type}`, codec.encode(msg).finish());
+  }
+
+  private container(id: string): Container {
+    const c = this.containers.get(id);
+    if (!c) throw notFound('container not created');
+    return c;
+  }
+
+  private process(c: Container, execId: string): Process {
+    if (!execId) return c.init;
+    const p = c.execs.get(execId);
+    if (!p) throw notFound(`process does not exist ${execId}`);
+    return p;
+  }
+
+  // ---- lifecycle ----
+
+  async create(r: T.CreateTaskRequest): Promise<T.CreateTaskResponse> {
+    return this.createLock.run(async () => {
+      validateId('container id', r.id);
+      const opts = decodeOptions(r.options);
+      writeBundleOptions(r.bundle, opts);
+      const c = new Container(r.id, r.bundle, opts, this.namespace, r.rootfs, {
+        stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal,
+      }, this.reaper);
+      if (r.checkpoint) throw new TtrpcError(Code.Unimplemented, 'restore from checkpoint is not supported yet: not implemented');
+      this.exits.begin();
+      let pid: number;
+      try {
+        pid = await c.create();
+        this.attach(c.init, pid);
+      } finally {
+        this.exits.end();
+      }
+      this.containers.set(r.id, c);
+      this.publish('/tasks/create', 'TaskCreate', E.TaskCreate, E.TaskCreate.fromPartial({
+        containerId: r.id, bundle: r.bundle, rootfs: r.rootfs,
+        io: { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal },
+        checkpoint: r.checkpoint, pid,
+      }));
+      this.log.info({ id: r.id, pid }, 'container created');
+      return { pid };
+    });
+  }
+
+  /** Record a pid; if the process already exited (fast exec), deliver its exit after the caller. */
+  private attach(p: Process, pid: number): void {
+    p.attach(pid);
+    const early = this.exits.track(p);
+    if (early) this.chainExit(() => this.deliverExit(p, early));
+  }
+
+  async start(r: T.StartRequest): Promise<T.StartResponse> {
+    const c = this.container(r.id);
+    const p = this.process(c, r.execId);
+    if (p.isInit) {
+      checkInit('start', p.state);
+      const release = await this.sendLock.lock();
+      try {
+        await c.start();
+        if (p.state === 'created') p.state = 'running';
+        this.publish('/tasks/start', 'TaskStart', E.TaskStart, { containerId: c.id, pid: p.pid });
+      } finally {
+        release();
+      }
+      return { pid: p.pid };
+    }
+    checkExec('start', p.state);
+    checkInit('exec', c.init.state);
+    const release = await this.sendLock.lock();
+    this.exits.begin();
+    try {
+      let pid: number;
+      try {
+        pid = await c.startExec(p, this.execSpecs.get(p) ?? {});
+      } catch (e) {
+        p.startFailed();
+        throw e;
+      }
+      this.execSpecs.delete(p);
+      if (p.state === 'created') p.state = 'running';
+      this.attach(p, pid);
+      this.publish('/tasks/exec-started', 'TaskExecStarted', E.TaskExecStarted, { containerId: c.id, execId: p.execId, pid });
+      return { pid };
+    } finally {
+      this.exits.end();
+      release();
+    }
+  }
+
+  private readonly execSpecs = new WeakMap<Process, unknown>();
+
+  async exec(r: T.ExecProcessRequest): Promise<Record<string, never>> {
+    const c = this.container(r.id);
+    validateId('exec id', r.execId);
+    if (c.reserved.has(r.execId)) throw alreadyExists(`id ${r.execId}`);
+    c.reserved.add(r.execId);
+    try {
+      checkInit('exec', c.init.state);
+      let spec: Record<string, unknown>;
+      try {
+        spec = JSON.parse(Buffer.from(r.spec?.value ?? new Uint8Array()).toString('utf8')) as Record<string, unknown>;
+      } catch (e) {
+        throw new TtrpcError(Code.InvalidArgument, `invalid exec process spec: ${(e as Error).message}`);
+      }
+      if (!spec || typeof spec !== 'object') throw new TtrpcError(Code.InvalidArgument, 'invalid exec process spec');
+      spec.terminal = r.terminal;
+      const p = new Process(r.id, r.execId, { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal });
+      this.execSpecs.set(p, spec);
+      c.execs.set(r.execId, p);
+    } catch (e) {
+      c.reserved.delete(r.execId);
+      throw e;
+    }
+    this.publish('/tasks/exec-added', 'TaskExecAdded', E.TaskExecAdded, { containerId: c.id, execId: r.execId });
+    return {};
+  }
+
+  async delete(r: T.DeleteRequest): Promise<T.DeleteResponse> {
+    const c = this.container(r.id);
+    const p = this.process(c, r.execId);
+    if (p.isInit) {
+      checkInit('delete', p.state);
+      await c.deleteInit();
+      p.state = 'deleted';
+      this.exits.untrack(p);
+      p.releasePidfd();
+      this.containers.delete(c.id);
+      this.publish('/tasks/delete', 'TaskDelete', E.TaskDelete, E.TaskDelete.fromPartial({
+        containerId: c.id, pid: p.pid, exitStatus: p.exitStatus, exitedAt: p.exitedAt,
+      }));
+      this.log.info({ id: c.id }, 'container deleted');
+    } else {
+      checkExec('delete', p.state);
+      await c.deleteExec(p);
+      p.state = 'deleted';
+      this.exits.untrack(p);
+      c.execs.delete(p.execId);
+      c.reserved.delete(p.execId);
+    }
+    return { pid: p.pid, exitStatus: p.exitStatus, exitedAt: p.exitedAt };
+  }
+
+  async kill(r: T.KillRequest): Promise<Record<string, never>> {
+    const c = this.container(r.id);
+    const p = this.process(c, r.execId);
+    if (p.isInit) {
+      checkInit('kill', p.state);
+      await c.killInit(r.signal, r.all);
+      return {};
+    }
+    checkExec('kill', p.state);
+    try {
+      p.signal(r.signal);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ESRCH') throw notFound('exec kill error: process already finished');
+      throw killError(e);
+    }
+    return {};
+  }
+
+  async wait(r: T.WaitRequest): Promise<T.WaitResponse> {
+    const p = this.process(this.container(r.id), r.execId);
+    await p.exited;
+    return { exitStatus: p.exitStatus, exitedAt: p.exitedAt };
+  }
+
+  async state(r: T.StateRequest): Promise<T.StateResponse> {
+    const c = this.container(r.id);
+    const p = this.process(c, r.execId);
+    let st = p.state;
+    if (!p.isInit && (c.init.state === 'paused' || c.init.state === 'pausing')) st = c.init.state;
+    return T.StateResponse.fromPartial({
+      id: p.isInit ? c.id : p.execId,
+      bundle: c.bundle,
+      pid: p.pid,
+      status: STATUS[st],
+      stdin: p.stdio.stdin, stdout: p.stdio.stdout, stderr: p.stdio.stderr, terminal: p.stdio.terminal,
+      exitStatus: p.exitStatus,
+      exitedAt: p.exitedAt,
+    });
+  }
+
+  async pids(r: T.PidsRequest): Promise<T.PidsResponse> {
+    const c = this.container(r.id);
+    let pids: number[];
+    try {
+      pids = await c.runc.ps(c.id);
+    } catch (e) {
+      throw new Error(`failed to list pids: ${(e as Error).message}`);
+    }
+    const execByPid = new Map<number, string>();
+    for (const p of c.execs.values()) if (p.pid) execByPid.set(p.pid, p.execId);
+    return {
+      processes: pids.map((pid) => {
+        const execId = execByPid.get(pid);
+        return {
+          pid,
+          info: execId === undefined ? undefined : {
+            typeUrl: 'containerd.runc.v1.ProcessDetails',
+            value: ProcessDetails.encode({ execId }).finish(),
+          },
+        };
+      }),
+    };
+  }
+
+  async pause(r: T.PauseRequest): Promise<Record<string, never>> {
+    const c = this.container(r.id);
+    checkInit('pause', c.init.state);
+    c.init.state = 'pausing';
+    try {
+      await c.runc.pause(c.id);
+    } catch (e) {
+      if (c.init.state === 'pausing') c.init.state = 'running';
+      throw await runtimeError(c.runc.cfg.log, 'OCI runtime pause failed', e);
+    }
+    if (c.init.state === 'pausing') c.init.state = 'paused';
+    this.publish('/tasks/paused', 'TaskPaused', E.TaskPaused, { containerId: c.id });
+    return {};
+  }
+
+  async resume(r: T.ResumeRequest): Promise<Record<string, never>> {
+    const c = this.container(r.id);
+    checkInit('resume', c.init.state);
+    try {
+      await c.runc.resume(c.id);
+    } catch (e) {
+      throw await runtimeError(c.runc.cfg.log, 'OCI runtime resume failed', e);
+    }
+    if (c.init.state === 'paused') c.init.state = 'running';
+    this.publish('/tasks/resumed', 'TaskResumed', E.TaskResumed, { containerId: c.id });
+    return {};
+  }
+
+  async update(r: T.UpdateTaskRequest): Promise<Record<string, never>> {
+    const c = this.container(r.id);
+    checkInit('update', c.init.state);
+    const json = Buffer.from(r.resources?.value ?? new Uint8Array()).toString('utf8');
+    try {
+      JSON.parse(json);
+    } catch (e) {
+      throw new TtrpcError(Code.InvalidArgument, `invalid resources: ${(e as Error).message}`);
+    }
+    await c.runc.update(c.id, json);
+    return {};
+  }
+
+  async closeIO(r: T.CloseIORequest): Promise<Record<string, never>> {
+    const p = this.process(this.container(r.id), r.execId);
+    try {
+      p.io?.closeStdin();
+    } catch (e) {
+      throw new Error(`close stdin: ${(e as Error).message}`);
+    }
+    return {};
+  }
+
+  async resizePty(r: T.ResizePtyRequest): Promise<Record<string, never>> {
+    const p = this.process(this.container(r.id), r.execId);
+    if (!p.isInit) checkExec('resize', p.state);
+    if (p.io instanceof ConsoleIO) p.io.resize(r.width, r.height);
+    return {};
+  }
+
+  async stats(r: T.StatsRequest): Promise<T.StatsResponse> {
+    this.container(r.id);
+    throw notFound('cgroup does not exist');
+  }
+
+  async checkpoint(r: T.CheckpointTaskRequest): Promise<Record<string, never>> {
+    this.container(r.id);
+    throw new TtrpcError(Code.Unimplemented, 'checkpoint: not implemented');
+  }
+
+  async connect(r: T.ConnectRequest): Promise<T.ConnectResponse> {
+    const c = this.containers.get(r.id);
+    return { shimPid: process.pid, taskPid: c?.init.pid ?? 0, version: '' };
+  }
+
+  async shutdown(_r: T.ShutdownRequest): Promise<Record<string, never>> {
+    await this.createLock.run(async () => {
+      if (this.containers.size > 0) return;
+      // Reply first; the daemon then tears down.
+      setImmediate(() => this.onShutdown());
+    });
+    return {};
+  }
+
+  // ---- exits ----
+
+  private chainExit(fn: () => Promise<void>): void {
+    this.exitChain = this.exitChain.then(fn).catch((e: unknown) => {
+      this.log.error({ err: (e as Error).message }, 'exit handling failed');
+    });
+  }
+
+  private onExit(e: Exit): void {
+    const p = this.exits.match(e);
+    if (p) this.chainExit(() => this.deliverExit(p, e));
+  }
+
+  private async deliverExit(p: Process, e: Exit): Promise<void> {
+    const c = this.containers.get(p.id);
+    if (!c || p.state === 'deleted') return; // exits after Delete are ignored
+    if (p.isInit && !c.ownPidNamespace) {
+      // Shared pid namespace: nothing kills the container's other processes for us.
+      await c.runc.kill(c.id, SIGKILL, true).catch((err: unknown) => {
+        this.log.warn({ id: c.id, err: (err as Error).message }, 'OCI runtime killall failed');
+      });
+    }
+    const release = await this.sendLock.lock();
+    try {
+      if (p.isInit && p.state === 'paused') {
+        await c.runc.resume(c.id).catch(() => undefined);
+      }
+      p.setExited(e.status, { seconds: e.exitedAt.seconds, nanos: e.exitedAt.nanos });
+      this.publish('/tasks/exit', 'TaskExit', E.TaskExit, E.TaskExit.fromPartial({
+        containerId: p.id, id: p.isInit ? p.id : p.execId, pid: p.pid, exitStatus: p.exitStatus, exitedAt: p.exitedAt,
+      }));
+    } finally {
+      release();
+    }
+    this.log.info({ id: p.id, execId: p.execId || undefined, pid: p.pid, status: e.status }, 'process exited');
+  }
+
+}

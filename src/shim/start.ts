@@ -1,0 +1,133 @@
+// The `start` action (shared/spec/shim-cli.md §7): listen on the shim socket, hand it to a new
+// daemon as fd 3, write ./address, print the address. Nothing may reach stderr on success.
+import fs from 'node:fs';
+import net from 'node:net';
+import { spawn } from 'node:child_process';
+import * as native from '../sys/native.js';
+import { Options } from '../gen/containerd/runc/v1/runc.js';
+import { Any } from '../gen/google/protobuf/any.js';
+import { SOCKET_DIR, groupId, socketAddress, socketPath } from './address.js';
+import { OPTIONS_TYPE, typeName } from './options.js';
+import type { ShimFlags } from './flags.js';
+
+const BACKLOG = 128;
+
+export async function start(flags: ShimFlags): Promise<string> {
+  const spec = JSON.parse(fs.readFileSync('config.json', 'utf8')) as { annotations?: Record<string, string> };
+  const address = socketAddress(flags.address, flags.namespace, groupId(flags.id, spec));
+  const sock = socketPath(address);
+
+  const fd = await listenOrJoin(sock);
+  if (fd === undefined) {
+    // A shim already serves this group (a pod's later containers): reuse it.
+    writeAddressFile(address);
+    return address;
+  }
+  try {
+    fs.chmodSync(sock, 0o600);
+    writeAddressFile(address);
+    const args = [...process.execArgv, process.argv[1]!, '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
+    if (flags.debug) args.push('-debug');
+    const child = spawn(process.execPath, args, {
+      cwd: process.cwd(),
+      detached: true, // own session and process group: survives containerd restarts
+      stdio: ['ignore', 'ignore', 'ignore', fd],
+      env: process.env,
+    });
+    child.unref();
+    const pid = child.pid;
+    if (pid === undefined) throw new Error('failed to start shim daemon');
+    try {
+      const opts = readStdinOptions();
+      if (opts?.shimCgroup) joinCgroup(opts.shimCgroup, pid);
+      adjustOomScore(pid);
+    } catch (e) {
+      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      throw e;
+    }
+    return address;
+  } catch (e) {
+    fs.rmSync(sock, { force: true });
+    throw e;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+async function listenOrJoin(sock: string): Promise<number | undefined> {
+  fs.mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o700 });
+  try {
+    return native.listenUnix(sock, BACKLOG);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw new Error(`create new shim socket: ${(e as Error).message}`);
+  }
+  if (await canConnect(sock, 100)) return undefined;
+  fs.rmSync(sock, { force: true });
+  try {
+    return native.listenUnix(sock, BACKLOG);
+  } catch (e) {
+    throw new Error(`try create new shim socket 2x: ${(e as Error).message}`);
+  }
+}
+
+function canConnect(sock: string, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect(sock);
+    const t = setTimeout(() => { c.destroy(); resolve(false); }, timeoutMs);
+    c.once('connect', () => { clearTimeout(t); c.destroy(); resolve(true); });
+    c.once('error', () => { clearTimeout(t); resolve(false); });
+  });
+}
+
+/** ./address via ./.address and rename, no newline (containerd reads it raw). */
+function writeAddressFile(address: string): void {
+  fs.rmSync('.address', { force: true });
+  const fd = fs.openSync('.address', fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY | fs.constants.O_SYNC, 0o666);
+  try { fs.writeSync(fd, address); } finally { fs.closeSync(fd); }
+  fs.renameSync('.address', 'address');
+}
+
+/** containerd sends the runtime options (an Any) on stdin; only runc Options matter here. */
+function readStdinOptions(): Options | undefined {
+  let data: Buffer;
+  try { data = fs.readFileSync(0); } catch { return undefined; }
+  if (!data.length) return undefined;
+  try {
+    const any = Any.decode(data);
+    if (typeName(any.typeUrl) !== OPTIONS_TYPE) return undefined;
+    return Options.decode(any.value);
+  } catch {
+    return undefined;
+  }
+}
+
+function joinCgroup(cgroup: string, pid: number): void {
+  const root = '/sys/fs/cgroup';
+  if (fs.existsSync(`${root}/cgroup.controllers`)) {
+    fs.writeFileSync(`${root}/${cgroup}/cgroup.procs`, String(pid));
+    return;
+  }
+  for (const ctrl of fs.readdirSync(root)) {
+    const dir = `${root}/${ctrl}`;
+    if (ctrl === 'unified' || !fs.statSync(dir).isDirectory() || fs.lstatSync(dir).isSymbolicLink()) continue;
+    try {
+      fs.mkdirSync(`${dir}/${cgroup}`, { recursive: true });
+      fs.writeFileSync(`${dir}/${cgroup}/cgroup.procs`, String(pid));
+    } catch (e) {
+      throw new Error(`failed to join cgroup ${cgroup}: ${(e as Error).message}`);
+    }
+  }
+}
+
+/** The shim is a little more killable than containerd (containerd's score + 1). */
+function adjustOomScore(pid: number): void {
+  try {
+    const parent = Number.parseInt(fs.readFileSync(`/proc/${process.ppid}/oom_score_adj`, 'utf8').trim(), 10);
+    const score = Math.max(-1000, Math.min(1000, parent + 1));
+    fs.writeFileSync(`/proc/${pid}/oom_score_adj`, String(score));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if ((code === 'EACCES' || code === 'EPERM') && process.geteuid?.() !== 0) return;
+    throw new Error(`failed to adjust OOM score for shim: ${(e as Error).message}`);
+  }
+}

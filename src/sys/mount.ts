@@ -1,0 +1,156 @@
+// Rootfs mounts (shared/spec/runc-and-io.md §8): option parsing as containerd's mount package
+// does it, mount(2) through the addon, and recursive unmounting from /proc/self/mountinfo.
+import fs from 'node:fs';
+import path from 'node:path';
+import * as native from './native.js';
+
+export interface MountSpec { type: string; source: string; target: string; options: string[] }
+
+const MS = {
+  RDONLY: 0x1, NOSUID: 0x2, NODEV: 0x4, NOEXEC: 0x8, SYNCHRONOUS: 0x10, REMOUNT: 0x20,
+  MANDLOCK: 0x40, DIRSYNC: 0x80, NOATIME: 0x400, NODIRATIME: 0x800, BIND: 0x1000, REC: 0x4000,
+  RELATIME: 0x200000, STRICTATIME: 0x1000000,
+} as const;
+
+// option → [clear?, flag]
+const FLAGS: Record<string, [boolean, number]> = {
+  async: [true, MS.SYNCHRONOUS], atime: [true, MS.NOATIME], bind: [false, MS.BIND],
+  defaults: [false, 0], dev: [true, MS.NODEV], diratime: [true, MS.NODIRATIME],
+  dirsync: [false, MS.DIRSYNC], exec: [true, MS.NOEXEC], mand: [false, MS.MANDLOCK],
+  noatime: [false, MS.NOATIME], nodev: [false, MS.NODEV], nodiratime: [false, MS.NODIRATIME],
+  noexec: [false, MS.NOEXEC], nomand: [true, MS.MANDLOCK], norelatime: [true, MS.RELATIME],
+  nostrictatime: [true, MS.STRICTATIME], nosuid: [false, MS.NOSUID], rbind: [false, MS.BIND | MS.REC],
+  relatime: [false, MS.RELATIME], remount: [false, MS.REMOUNT], ro: [false, MS.RDONLY],
+  rw: [true, MS.RDONLY], strictatime: [false, MS.STRICTATIME], suid: [true, MS.NOSUID],
+  sync: [false, MS.SYNCHRONOUS],
+};
+
+export interface ParsedOptions { flags: number; data: string[]; loop: boolean }
+
+export function parseMountOptions(options: readonly string[]): ParsedOptions {
+  let flags = 0;
+  const data: string[] = [];
+  let loop = false;
+  for (const o of options) {
+    const f = FLAGS[o];
+    if (f) {
+      flags = f[0] ? flags & ~f[1] : flags | f[1];
+    } else if (o === 'loop') {
+      loop = true;
+    } else {
+      data.push(o);
+    }
+  }
+  return { flags, data, loop };
+}
+
+const PAGE_SIZE = 4096;
+
+/**
+ * Overlay mounts with many layers exceed one page of options. As containerd does, rewrite the
+ * lowerdirs relative to their common parent and mount from inside it.
+ */
+export function compactLowerdirs(data: string[]): { data: string[]; cwd?: string } {
+  const idx = data.findIndex((o) => o.startsWith('lowerdir='));
+  if (idx < 0) return { data };
+  const lowers = data[idx]!.slice('lowerdir='.length).split(':');
+  let prefix = lowers[0] ?? '';
+  for (const l of lowers) while (!l.startsWith(prefix)) prefix = prefix.slice(0, -1);
+  const dir = path.dirname(prefix.endsWith('/') ? prefix + 'x' : prefix);
+  if (!dir || dir === '/' || dir === '.') return { data };
+  const rel = lowers.map((l) => path.relative(dir, l));
+  const rest = data.filter((_, i) => i !== idx);
+  return { data: [...rest, `lowerdir=${rel.join(':')}`], cwd: dir };
+}
+
+export function mountOne(m: MountSpec, target: string): void {
+  const { flags, data: dataList, loop } = parseMountOptions(m.options);
+  if (m.type.startsWith('fuse.') || m.type.startsWith('fuse3.')) {
+    throw new Error(`fuse mounts are not supported: ${m.type}`);
+  }
+  if (loop) throw new Error('loop mounts are not supported');
+  let data = dataList;
+  let cwd: string | undefined;
+  if (m.type === 'overlay' && data.join(',').length >= PAGE_SIZE - 512) ({ data, cwd } = compactLowerdirs(data));
+  const dataStr = data.join(',');
+  if (dataStr.length > PAGE_SIZE) throw new Error('mount options is too long');
+  if (!((flags & MS.REMOUNT) && !dataStr)) {
+    const d = dataStr || null;
+    if (cwd) native.mountInDir(cwd, m.source, target, m.type, flags, d);
+    else native.mount(m.source, target, m.type, flags, d);
+  }
+  if ((flags & MS.BIND) && (flags & MS.RDONLY)) {
+    native.mount(null, target, null, (flags & ~MS.REC) | MS.REMOUNT | MS.BIND, null);
+  }
+}
+
+/** Mount each component onto rootfs; on failure undo what was mounted and rethrow. */
+export function mountAll(mounts: readonly MountSpec[], rootfs: string): void {
+  const done: string[] = [];
+  try {
+    for (const m of mounts) {
+      const target = m.target ? path.join(rootfs, m.target) : rootfs;
+      mountOne(m, target);
+      done.push(target);
+    }
+  } catch (e) {
+    for (const t of done.reverse()) try { unmountAll(t); } catch { /* best effort */ }
+    throw new Error(`failed to mount rootfs component: ${(e as Error).message}`);
+  }
+}
+
+/** Mount points at or below `dir`, deepest first. */
+export function mountsUnder(dir: string, mountinfo = readMountinfo()): string[] {
+  const clean = path.resolve(dir);
+  const out = mountinfo.filter((p) => p === clean || p.startsWith(clean + '/'));
+  return out.sort((a, b) => b.length - a.length);
+}
+
+function readMountinfo(): string[] {
+  let text: string;
+  try { text = fs.readFileSync('/proc/self/mountinfo', 'utf8'); } catch { return []; }
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const f = line.split(' ');
+    if (f.length > 4) out.push(unescapeMountPath(f[4]!));
+  }
+  return out;
+}
+
+function unescapeMountPath(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+const EBUSY_RETRIES = 50;
+
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** Unmount everything at or below dir (shared/spec/runc-and-io.md §8.2). A missing dir is fine. */
+export function unmountAll(dir: string): void {
+  const points = mountsUnder(dir);
+  let lastErr: unknown;
+  points.forEach((p, i) => {
+    const isLast = i === points.length - 1;
+    try {
+      unmountRepeatedly(p);
+    } catch (e) {
+      if (isLast) lastErr = e;
+    }
+  });
+  if (lastErr) throw lastErr;
+}
+
+function unmountRepeatedly(p: string): void {
+  for (let busy = 0; ;) {
+    try {
+      native.umount2(p, 0);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EINVAL' || code === 'ENOENT') return; // nothing mounted there any more
+      if (code === 'EBUSY' && busy++ < EBUSY_RETRIES) { sleepSync(50); continue; }
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,153 @@
+// The test plays containerd: it runs our shim's `start`, talks ttrpc to the daemon, receives its
+// events on a stand-in of containerd's events service, and runs the `delete` action at the end.
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { TaskClient, FakeEvents } from '../support/taskclient.js';
+import { makeBusyboxRootfs, makeBundle } from '../support/rootfs.js';
+import { mkfifo, FifoReader } from '../support/fifo.js';
+import { runShim, waitGone, mountedUnder } from '../support/shimproc.js';
+import { Status } from '../../src/gen/containerd/types/task.js';
+import { DeleteResponse } from '../../src/gen/containerd/task/v2/shim.js';
+import * as E from '../../src/gen/containerd/events/task.js';
+import { Code } from '../../src/ttrpc/index.js';
+
+const NS = `shimtest${process.pid}`;
+const T_OPTS = { timeout: 60_000 };
+
+describe('shim driven directly over ttrpc (the test plays containerd)', () => {
+  let tmp: string;
+  let rootfsSrc: string;
+  let events: FakeEvents;
+  let env: NodeJS.ProcessEnv;
+  const grpcAddress = () => path.join(tmp, 'containerd.sock');
+
+  before(async () => {
+    tmp = fs.mkdtempSync('/tmp/sd-');
+    rootfsSrc = makeBusyboxRootfs(path.join(tmp, 'rootfs-src'));
+    events = new FakeEvents(path.join(tmp, 'ttrpc.sock'));
+    await events.listen();
+    env = { ...process.env, TTRPC_ADDRESS: events.path };
+  });
+
+  after(async () => {
+    await events.close();
+    // Whatever a failed test left mounted must not stay behind.
+    for (const m of mountedUnder(tmp).sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);
+    fs.rmSync(tmp, { recursive: true, force: true });
+    fs.rmSync(`/run/containerd/runc/${NS}`, { recursive: true, force: true });
+  });
+
+  /** A bundle as containerd lays it out: config.json, empty rootfs/, a log fifo it reads. */
+  function bundleFor(id: string, args: string[], o: { hostPid?: boolean } = {}) {
+    const bundle = makeBundle(path.join(tmp, NS, id), { args, hostPid: o.hostPid });
+    const log = new FifoReader(mkfifo(path.join(bundle, 'log')));
+    return { bundle, log };
+  }
+
+  async function startShim(id: string, bundle: string) {
+    const r = await runShim(['-namespace', NS, '-address', grpcAddress(), '-publish-binary', '/usr/bin/containerd', '-id', id, 'start'], { cwd: bundle, env });
+    assert.equal(r.stderr, '', 'start writes nothing on stderr');
+    assert.equal(r.code, 0);
+    const address = r.stdout.toString('utf8');
+    assert.match(address, /^unix:\/\/\/run\/containerd\/s\/[0-9a-f]{64}$/);
+    assert.equal(fs.readFileSync(path.join(bundle, 'address'), 'utf8'), address, 'address file has no newline');
+    return address;
+  }
+
+  test('create, start, wait, delete, shutdown: exit status, output and the four events in order', T_OPTS, async () => {
+    const id = 'c1';
+    const { bundle, log } = bundleFor(id, ['sh', '-c', 'echo hello; echo oops >&2; exit 3']);
+    const address = await startShim(id, bundle);
+    const client = await TaskClient.connect(address, NS);
+    const out = new FifoReader(mkfifo(path.join(tmp, `${id}-stdout`)));
+    const err = new FifoReader(mkfifo(path.join(tmp, `${id}-stderr`)));
+    try {
+      const { shimPid } = await client.connect(id);
+      const created = await client.create({
+        id, bundle,
+        rootfs: [{ type: 'bind', source: rootfsSrc, target: '', options: ['rbind', 'ro'] }],
+        stdout: path.join(tmp, `${id}-stdout`), stderr: path.join(tmp, `${id}-stderr`),
+      });
+      assert.ok(created.pid > 0);
+      assert.deepEqual(mountedUnder(path.join(bundle, 'rootfs')), [path.join(bundle, 'rootfs')], 'rootfs mounted');
+      assert.equal((await client.state(id)).status, Status.CREATED);
+      const started = await client.start(id);
+      assert.equal(started.pid, created.pid);
+      const waited = await client.wait(id);
+      assert.equal(waited.exitStatus, 3);
+      assert.ok(waited.exitedAt && waited.exitedAt.seconds > 1_600_000_000n);
+      assert.equal(await out.until((t) => t.includes('hello\n')), 'hello\n');
+      assert.equal(await err.until((t) => t.includes('oops\n')), 'oops\n');
+      const st = await client.state(id);
+      assert.equal(st.status, Status.STOPPED);
+      assert.equal(st.exitStatus, 3);
+      const del = await client.delete(id);
+      assert.equal(del.exitStatus, 3);
+      assert.equal(del.pid, created.pid);
+      assert.deepEqual(mountedUnder(path.join(bundle, 'rootfs')), [], 'rootfs unmounted by Delete');
+      await assert.rejects(client.state(id), (e: { code: number; message: string }) => e.code === Code.NotFound && e.message === 'container not created: not found');
+      await client.shutdown(id).catch(() => undefined);
+      assert.ok(await waitGone(shimPid), 'daemon exits after Shutdown');
+      assert.equal(fs.existsSync(address.slice('unix://'.length)), false, 'socket removed');
+
+      await events.until((envs) => envs.some((e) => e.topic === '/tasks/delete' && e.namespace === NS));
+      const mine = events.envelopes.filter((e) => e.namespace === NS);
+      assert.deepEqual(mine.map((e) => e.topic), ['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete']);
+      const exit = E.TaskExit.decode(mine[2]!.event!.value);
+      assert.equal(mine[2]!.event!.typeUrl, 'containerd.events.TaskExit');
+      assert.deepEqual([exit.containerId, exit.id, exit.pid, exit.exitStatus], [id, id, created.pid, 3]);
+      const createEv = E.TaskCreate.decode(mine[0]!.event!.value);
+      assert.equal(createEv.bundle, bundle);
+      assert.equal(createEv.pid, created.pid);
+      const delEv = E.TaskDelete.decode(mine[3]!.event!.value);
+      assert.deepEqual([delEv.containerId, delEv.pid, delEv.exitStatus], [id, created.pid, 3]);
+
+      const d = await runShim(['-namespace', NS, '-address', grpcAddress(), '-publish-binary', '/usr/bin/containerd', '-id', id, '-bundle', bundle, 'delete'], { cwd: bundle, env });
+      assert.equal(d.code, 0, d.stderr);
+      const resp = DeleteResponse.decode(d.stdout);
+      assert.equal(resp.exitStatus, 137);
+      assert.equal(resp.pid, created.pid);
+      assert.ok(log.text.length > 0, 'the daemon logged to the log fifo');
+    } finally {
+      client.close();
+      out.close(); err.close(); log.close();
+    }
+  });
+
+  test('a killed long-running container reports 128+signal, and exec runs beside it', T_OPTS, async () => {
+    const id = 'c2';
+    const { bundle, log } = bundleFor(id, ['sleep', '1000']);
+    const address = await startShim(id, bundle);
+    const client = await TaskClient.connect(address, NS);
+    const out = new FifoReader(mkfifo(path.join(tmp, `${id}-exec-out`)));
+    try {
+      const { shimPid } = await client.connect(id);
+      await client.create({ id, bundle, rootfs: [{ type: 'bind', source: rootfsSrc, target: '', options: ['rbind', 'ro'] }] });
+      await client.start(id);
+      assert.equal((await client.state(id)).status, Status.RUNNING);
+      const spec = { args: ['sh', '-c', 'echo from-exec; exit 5'], cwd: '/', env: ['PATH=/bin'], user: { uid: 0, gid: 0 } };
+      await client.exec({ id, execId: 'e1', stdout: path.join(tmp, `${id}-exec-out`), spec: { typeUrl: 'types.containerd.io/opencontainers/runtime-spec/1/Process', value: Buffer.from(JSON.stringify(spec)) } });
+      await assert.rejects(client.exec({ id, execId: 'e1', spec: { typeUrl: 'x', value: Buffer.from('{}') } }), (e: { code: number }) => e.code === Code.AlreadyExists);
+      const ex = await client.start(id, 'e1');
+      assert.ok(ex.pid > 0);
+      assert.equal((await client.wait(id, 'e1')).exitStatus, 5);
+      assert.equal(await out.until((t) => t.includes('from-exec\n')), 'from-exec\n');
+      await client.delete(id, 'e1');
+      await client.kill(id, 9);
+      assert.equal((await client.wait(id)).exitStatus, 137);
+      await assert.rejects(client.kill(id, 9), (e: { code: number }) => e.code === Code.NotFound);
+      assert.equal((await client.delete(id)).exitStatus, 137);
+      await client.shutdown(id).catch(() => undefined);
+      assert.ok(await waitGone(shimPid));
+      await events.until((envs) => envs.filter((e) => e.namespace === NS && e.topic === '/tasks/delete').length >= 2);
+      const topics = events.envelopes.filter((e) => e.namespace === NS).slice(4).map((e) => e.topic);
+      assert.deepEqual(topics, ['/tasks/create', '/tasks/start', '/tasks/exec-added', '/tasks/exec-started', '/tasks/exit', '/tasks/exit', '/tasks/delete']);
+    } finally {
+      client.close();
+      out.close(); log.close();
+    }
+  });
+});

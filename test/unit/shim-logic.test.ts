@@ -1,0 +1,108 @@
+// Pure logic of the task service: state rules, runc error extraction, mount options, exit matching.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { checkInit, checkExec } from '../../src/shim/state.js';
+import { lastRuncError } from '../../src/runc/logjson.js';
+import { parseMountOptions, compactLowerdirs, mountsUnder } from '../../src/sys/mount.js';
+import { ExitMatcher } from '../../src/shim/exits.js';
+import { Process } from '../../src/shim/process.js';
+import { isValidIdentifier } from '../../src/shim/identifiers.js';
+import { Code, TtrpcError } from '../../src/ttrpc/index.js';
+import { killError } from '../../src/shim/container.js';
+import { RuncError } from '../../src/runc/runc.js';
+
+function errOf(fn: () => void): TtrpcError {
+  try { fn(); } catch (e) { return e as TtrpcError; }
+  throw new Error('expected an error');
+}
+
+test('init state machine: the reference error texts', () => {
+  assert.equal(errOf(() => checkInit('start', 'running')).message, 'cannot start a running process');
+  assert.equal(errOf(() => checkInit('delete', 'running')).message, 'cannot delete a running process');
+  assert.equal(errOf(() => checkInit('pause', 'created')).message, 'cannot pause task in created state');
+  assert.equal(errOf(() => checkInit('exec', 'stopped')).message, 'cannot exec in a stopped state');
+  const e = errOf(() => checkInit('delete', 'deleted'));
+  assert.equal(e.code, Code.NotFound);
+  assert.equal(e.message, 'cannot delete a deleted process: not found');
+  assert.doesNotThrow(() => checkInit('start', 'created'));
+  assert.doesNotThrow(() => checkInit('delete', 'stopped'));
+  assert.doesNotThrow(() => checkInit('kill', 'stopped'));
+});
+
+test('exec state machine: kill before start is a failed precondition, after exit not found', () => {
+  const a = errOf(() => checkExec('kill', 'created'));
+  assert.equal(a.code, Code.FailedPrecondition);
+  assert.equal(a.message, 'process not created: failed precondition');
+  const b = errOf(() => checkExec('kill', 'stopped'));
+  assert.equal(b.code, Code.NotFound);
+  assert.equal(b.message, 'process already finished: not found');
+  assert.equal(errOf(() => checkExec('start', 'stopped')).message, 'cannot start a stopped process');
+  assert.equal(errOf(() => checkExec('resize', 'stopped')).message, 'cannot resize a stopped container');
+});
+
+test('runc log: the last error-level message wins, garbage lines are skipped', () => {
+  const log = [
+    '{"level":"info","msg":"hello","time":"t"}',
+    '{"level":"error","msg":"first","time":"t"}',
+    'not json',
+    '{"level":"error","msg":"  runc create failed: unable to start container process: exec: \\"foo\\": executable file not found in $PATH  ","time":"t"}',
+    '{"level":"warning","msg":"later","time":"t"}',
+  ].join('\n');
+  assert.equal(lastRuncError(log), 'runc create failed: unable to start container process: exec: "foo": executable file not found in $PATH');
+  assert.equal(lastRuncError(''), undefined);
+});
+
+test('kill errors are classified as the reference does', () => {
+  const k = (out: string) => killError(new RuncError('exit status 1: ' + out, 1, out));
+  assert.equal(k('container not running').message, 'process already finished: not found');
+  assert.equal(k('No such process').code, Code.NotFound);
+  assert.equal(k('container "x" does not exist').message, 'no such container: not found');
+  assert.equal(k('permission denied').code, Code.Unknown);
+});
+
+test('mount options: flags and data split as containerd does', () => {
+  const p = parseMountOptions(['ro', 'nosuid', 'rbind', 'index=off', 'lowerdir=/a:/b']);
+  assert.equal(p.flags, 0x1 | 0x2 | 0x1000 | 0x4000);
+  assert.deepEqual(p.data, ['index=off', 'lowerdir=/a:/b']);
+  assert.equal(parseMountOptions(['ro', 'rw']).flags, 0);
+  assert.equal(parseMountOptions(['loop']).loop, true);
+});
+
+test('overlay lowerdirs are rewritten relative to their common parent', () => {
+  const r = compactLowerdirs(['index=off', 'lowerdir=/var/lib/s/snapshots/10/fs:/var/lib/s/snapshots/9/fs', 'upperdir=/u']);
+  assert.equal(r.cwd, '/var/lib/s/snapshots');
+  assert.deepEqual(r.data, ['index=off', 'upperdir=/u', 'lowerdir=10/fs:9/fs']);
+});
+
+test('mounts under a directory are listed deepest first', () => {
+  assert.deepEqual(mountsUnder('/b/rootfs', ['/', '/b/rootfs', '/b/rootfs/proc', '/b/rootfsx', '/b/rootfs/proc/sys']),
+    ['/b/rootfs/proc/sys', '/b/rootfs/proc', '/b/rootfs']);
+});
+
+test('exit matching: an exit that arrives before its pid is known is kept while a start is in flight', () => {
+  const m = new ExitMatcher();
+  const exit = { pid: 4242, status: 3, exitedAt: { seconds: 1n, nanos: 0 } };
+  m.begin();
+  assert.equal(m.match(exit), undefined);
+  const p = new Process('c', 'e', { stdin: '', stdout: '', stderr: '', terminal: false });
+  p.pid = 4242;
+  assert.deepEqual(m.track(p), exit);
+  m.end();
+});
+
+test('exit matching: unknown pids are dropped when no start is in flight; tracked pids match once', () => {
+  const m = new ExitMatcher();
+  const p = new Process('c', '', { stdin: '', stdout: '', stderr: '', terminal: false });
+  p.pid = 10;
+  assert.equal(m.track(p), undefined);
+  assert.equal(m.match({ pid: 11, status: 0, exitedAt: { seconds: 1n, nanos: 0 } }), undefined);
+  assert.equal(m.match({ pid: 10, status: 0, exitedAt: { seconds: 1n, nanos: 0 } }), p);
+  assert.equal(m.match({ pid: 10, status: 0, exitedAt: { seconds: 1n, nanos: 0 } }), undefined);
+  m.begin(); m.end();
+  assert.equal(m.track(Object.assign(new Process('c', 'x', p.stdio), { pid: 11 })), undefined);
+});
+
+test('identifiers: no path traversal or separators', () => {
+  assert.equal(isValidIdentifier('abc-1.2_3'), true);
+  for (const bad of ['', '..', '../x', 'a/b', '.a', 'a..b', 'a'.repeat(77), 'a b']) assert.equal(isValidIdentifier(bad), false, bad);
+});
