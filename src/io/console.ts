@@ -10,6 +10,8 @@ import type { IOConfig, ProcessIO } from './processio.js';
 import { parseStdioUri } from './processio.js';
 import { openOutput, closeQuietly, SharedSink } from './copy.js';
 import { StdinFifo } from './stdin.js';
+import { BinaryLogger, type LoggerContext } from './binary.js';
+import { pipeSocket } from './copy.js';
 
 const RECEIVE_TIMEOUT_MS = 10_000;
 
@@ -26,9 +28,13 @@ export class ConsoleIO implements ProcessIO {
   private copy?: Promise<void>;
   private closed = false;
 
-  constructor(private readonly cfg: IOConfig) {
-    if (cfg.stdout && parseStdioUri(cfg.stdout).scheme !== 'fifo') {
-      throw new Error(`unsupported terminal stdout ${cfg.stdout}`);
+  private logger?: BinaryLogger;
+
+  constructor(private readonly cfg: IOConfig, ctx: LoggerContext) {
+    if (cfg.stdout) {
+      const out = parseStdioUri(cfg.stdout);
+      if (out.scheme === 'binary') this.logger = new BinaryLogger(out.url!, ctx);
+      else if (out.scheme !== 'fifo') throw new Error(`unknown STDIO scheme ${out.scheme}`);
     }
     this.dir = fs.mkdtempSync(path.join(process.env.XDG_RUNTIME_DIR || os.tmpdir(), 'pty'));
     this.socketPath = path.join(this.dir, 'pty.sock');
@@ -38,6 +44,10 @@ export class ConsoleIO implements ProcessIO {
       fs.rmSync(this.dir, { recursive: true, force: true });
       throw e;
     }
+  }
+
+  prepare(): Promise<void> {
+    return this.logger ? this.logger.start() : Promise.resolve();
   }
 
   async start(): Promise<void> {
@@ -54,7 +64,11 @@ export class ConsoleIO implements ProcessIO {
     this.writer = new tty.WriteStream(native.dup(this.master));
     this.writer.on('error', () => { /* the pty went away */ });
     if (this.cfg.stdout) {
-      const sink: SharedSink = openOutput(this.cfg.stdout);
+      // A pty has one output stream: it goes to the stdout fifo, or the logger's fd 3.
+      const sink: SharedSink = this.logger
+        ? new SharedSink(pipeSocket(this.logger.takeStdout(), 'w'))
+        : openOutput(this.cfg.stdout);
+      this.logger?.closeWriteEnds();
       const dst = sink.acquire();
       const reader = this.reader;
       this.copy = new Promise((resolve) => {
@@ -102,6 +116,7 @@ export class ConsoleIO implements ProcessIO {
     this.stdinFifo?.closeWriter();
     this.reader?.destroy();
     this.writer?.destroy();
+    this.logger?.close();
     if (!this.reader) closeQuietly(this.master);
     this.master = -1;
   }

@@ -7,6 +7,8 @@ import * as native from '../sys/native.js';
 import type { Stdio } from '../runc/runc.js';
 import { copyInto, openOutput, pipeSocket, closeQuietly, SharedSink } from './copy.js';
 import { StdinFifo } from './stdin.js';
+import { BinaryIO, type LoggerContext } from './binary.js';
+import { ConsoleIO } from './console.js';
 
 export interface IOConfig {
   stdin: string;
@@ -20,6 +22,8 @@ export interface IOConfig {
 export interface ProcessIO {
   /** The fds runc gets as 0,1,2, or undefined when runc's own output should be captured. */
   readonly stdio: Stdio | undefined;
+  /** Work that must finish before runc runs (a logging binary's readiness). */
+  prepare?(): Promise<void>;
   /** Called once runc create/exec returned: close child ends, open targets, start copies. */
   start(): Promise<void>;
   /** CloseIO. */
@@ -37,8 +41,8 @@ export function parseStdioUri(uri: string): { scheme: string; path: string; url?
   return { scheme: m[1]!.toLowerCase(), path: decodeURIComponent(url.pathname), url };
 }
 
-export function createProcessIO(cfg: IOConfig): ProcessIO {
-  if (cfg.terminal) throw new Error('terminal IO is created by the console module');
+export function createProcessIO(cfg: IOConfig, ctx: LoggerContext): ProcessIO {
+  if (cfg.terminal) return new ConsoleIO(cfg, ctx);
   if (!cfg.stdin && !cfg.stdout && !cfg.stderr) return new NullIO();
   const out = parseStdioUri(cfg.stdout);
   switch (out.scheme) {
@@ -49,6 +53,8 @@ export function createProcessIO(cfg: IOConfig): ProcessIO {
       fs.closeSync(fs.openSync(out.path, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT, 0o644));
       return new PipeIO(cfg, out.path, out.path);
     }
+    case 'binary':
+      return new BinaryIO(out.url!, ctx);
     default:
       throw new Error(`unknown STDIO scheme ${out.scheme}`);
   }
@@ -72,6 +78,7 @@ export class PipeIO implements ProcessIO {
   private stderrR = -1;
   private stdinFifo?: StdinFifo;
   private copies: Promise<void>[] = [];
+  private streams: { destroy(): void }[] = [];
   private closed = false;
 
   constructor(private readonly cfg: IOConfig, private readonly stdoutTarget: string, private readonly stderrTarget: string) {
@@ -112,16 +119,19 @@ export class PipeIO implements ProcessIO {
     };
     if (this.stdoutR >= 0) {
       const src = pipeSocket(this.stdoutR, 'r');
+      this.streams.push(src);
       this.stdoutR = -1;
       this.copies.push(copyInto(src, sinkFor(this.stdoutTarget)));
     }
     if (this.stderrR >= 0) {
       const src = pipeSocket(this.stderrR, 'r');
+      this.streams.push(src);
       this.stderrR = -1;
       this.copies.push(copyInto(src, sinkFor(this.stderrTarget)));
     }
     if (this.stdinW >= 0) {
       const dst = pipeSocket(this.stdinW, 'w');
+      this.streams.push(dst);
       this.stdinW = -1;
       dst.on('finish', () => dst.destroy());
       this.stdinFifo = new StdinFifo(this.cfg.stdin, dst);
@@ -146,6 +156,7 @@ export class PipeIO implements ProcessIO {
     if (this.closed) return;
     this.closed = true;
     this.stdinFifo?.closeWriter();
+    for (const s of this.streams) s.destroy();
     for (const fd of [...this.childEnds, ...this.shimEnds]) closeQuietly(fd);
     this.childEnds.length = 0;
     this.shimEnds.length = 0;

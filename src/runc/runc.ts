@@ -44,9 +44,25 @@ export interface ExecOpts {
   stdio?: Stdio;
 }
 
-export interface RuncProcessLike {
-  pid: number;
-  exited: Promise<{ status: number }>;
+export interface CheckpointOpts {
+  imagePath: string;
+  workPath: string;
+  leaveRunning: boolean;
+  tcpEstablished?: boolean;
+  extUnixSk?: boolean;
+  shellJob?: boolean;
+  fileLocks?: boolean;
+  emptyNamespaces?: string[];
+}
+
+export interface RestoreOpts {
+  imagePath: string;
+  workPath: string;
+  parentPath?: string;
+  pidFile: string;
+  consoleSocket?: string;
+  noPivot?: boolean;
+  stdio?: Stdio;
 }
 
 /** A bounded wait for the captured output to reach EOF once runc itself has exited. */
@@ -144,6 +160,29 @@ export class Runc {
     // runc may print nothing but the JSON; be lenient with surrounding whitespace.
     const parsed: unknown = JSON.parse(out.trim() || 'null');
     return Array.isArray(parsed) ? parsed.filter((p): p is number => typeof p === 'number') : [];
+  }
+
+  checkpoint(id: string, o: CheckpointOpts): Promise<string> {
+    const a = ['checkpoint', '--image-path', o.imagePath, '--work-path', o.workPath];
+    if (o.tcpEstablished) a.push('--tcp-established');
+    if (o.extUnixSk) a.push('--ext-unix-sk');
+    if (o.shellJob) a.push('--shell-job');
+    if (o.fileLocks) a.push('--file-locks');
+    for (const ns of o.emptyNamespaces ?? []) a.push('--empty-ns', ns);
+    if (o.leaveRunning) a.push('--leave-running');
+    a.push(id);
+    return this.run(a);
+  }
+
+  /** `runc restore --detach`; -no-subreaper so the restored init is re-parented to us. */
+  restore(id: string, bundle: string, o: RestoreOpts): Promise<string> {
+    const a = ['restore', '--image-path', o.imagePath, '--work-path', o.workPath];
+    if (o.parentPath) a.push('--parent-path', o.parentPath);
+    a.push('--detach', '--pid-file', path.resolve(o.pidFile));
+    if (o.consoleSocket) a.push('--console-socket', o.consoleSocket);
+    if (o.noPivot) a.push('--no-pivot');
+    a.push('-no-subreaper', '--bundle', bundle, id);
+    return this.run(a, { stdio: o.stdio });
   }
 
   update(id: string, resourcesJson: string): Promise<string> {

@@ -2,7 +2,7 @@
 // becomes runc calls and stdio plumbing; the service (service.ts) owns lookups, locks and events.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Options } from '../gen/containerd/runc/v1/runc.js';
+import type { Options, CheckpointOptions } from '../gen/containerd/runc/v1/runc.js';
 import type { Mount } from '../gen/containerd/types/types.js';
 import { Runc, RuncError } from '../runc/runc.js';
 import { runtimeError } from '../runc/logjson.js';
@@ -40,7 +40,7 @@ export class Container {
     readonly namespace: string,
     readonly mounts: Mount[],
     stdio: StdioSpec,
-    reaper: Reaper,
+    private readonly reaper: Reaper,
   ) {
     this.init = new Process(id, '', stdio);
     this.rootfs = path.join(bundle, 'rootfs');
@@ -54,7 +54,13 @@ export class Container {
     this.ownPidNamespace = hasOwnPidNamespace(readSpec(bundle));
   }
 
-  /** Mount the rootfs, set up stdio and `runc create`. Undoes everything on failure. */
+  /** Set by Create with a checkpoint: Start then runs `runc restore` instead of `runc start`. */
+  restoreFrom?: { checkpoint: string; parent: string };
+
+  /**
+   * Mount the rootfs, set up stdio and `runc create` (or only record the restore parameters).
+   * Returns the init pid (0 when restoring). Undoes everything on failure.
+   */
   async create(): Promise<number> {
     if (this.mounts.length) {
       fs.mkdirSync(this.rootfs, { recursive: true, mode: 0o711 });
@@ -63,7 +69,8 @@ export class Container {
     }
     const init = this.init;
     try {
-      init.io = this.newIO(init.stdio, 'failed to create init process I/O');
+      init.io = await this.newIO(init, 'failed to create init process I/O');
+      if (this.restoreFrom) return 0;
       const pidFile = path.join(this.bundle, 'init.pid');
       try {
         await this.runc.create(this.id, this.bundle, {
@@ -90,17 +97,58 @@ export class Container {
     }
   }
 
-  async start(): Promise<void> {
+  /** `runc start`, or `runc restore` for a checkpointed create; returns the init pid. */
+  async start(): Promise<number> {
+    if (!this.restoreFrom) {
+      try {
+        await this.runc.start(this.id);
+      } catch (e) {
+        throw await runtimeError(this.runc.cfg.log, 'OCI runtime start failed', e);
+      }
+      return this.init.pid;
+    }
+    const io = this.init.io!;
+    const pidFile = path.join(this.bundle, 'init.pid');
     try {
-      await this.runc.start(this.id);
+      await this.runc.restore(this.id, this.bundle, {
+        imagePath: this.restoreFrom.checkpoint,
+        workPath: this.options.criuWorkPath || path.join(this.bundle, 'work'),
+        parentPath: this.restoreFrom.parent || undefined,
+        pidFile,
+        consoleSocket: io instanceof ConsoleIO ? io.socketPath : undefined,
+        noPivot: this.options.noPivotRoot,
+        stdio: io.stdio,
+      });
     } catch (e) {
-      throw await runtimeError(this.runc.cfg.log, 'OCI runtime start failed', e);
+      throw await runtimeError(this.runc.cfg.log, 'OCI runtime restore failed', e);
+    }
+    this.restoreFrom = undefined;
+    await io.start();
+    return readPid(pidFile);
+  }
+
+  /** runc checkpoint; on failure keep CRIU's dump.log in the bundle and point at it. */
+  async checkpoint(imagePath: string, o: CheckpointOptions): Promise<void> {
+    const work = o.workPath || path.join(this.bundle, 'work', 'criu-work');
+    try {
+      await this.runc.checkpoint(this.id, {
+        imagePath, workPath: work, leaveRunning: !o.exit, tcpEstablished: o.openTcp,
+        extUnixSk: o.externalUnixSockets, shellJob: o.terminal, fileLocks: o.fileLocks,
+        emptyNamespaces: o.emptyNamespaces,
+      });
+    } catch (e) {
+      const dumpLog = path.join(this.bundle, 'criu-dump.log');
+      try { fs.copyFileSync(path.join(work, 'dump.log'), dumpLog); } catch { /* no log */ }
+      const first = ((e as Error).message.split('\n')[0] ?? '').trim();
+      throw new Error(`${first} path= ${dumpLog}`);
+    } finally {
+      if (!o.workPath) fs.rmSync(work, { recursive: true, force: true });
     }
   }
 
   /** `runc exec --detach`; returns the exec's pid. */
   async startExec(p: Process, spec: unknown): Promise<number> {
-    p.io = this.newIO(p.stdio, 'failed to create exec process I/O');
+    p.io = await this.newIO(p, 'failed to create exec process I/O');
     const pidFile = path.join(this.bundle, `${p.execId}.pid`);
     try {
       await this.runc.exec(this.id, spec, {
@@ -154,11 +202,15 @@ export class Container {
     fs.rmSync(path.join(this.bundle, `${p.execId}.pid`), { force: true });
   }
 
-  private newIO(stdio: StdioSpec, context: string): ProcessIO {
+  private async newIO(p: Process, context: string): Promise<ProcessIO> {
+    let io: ProcessIO | undefined;
     try {
-      const cfg = { ...stdio, uid: this.options.ioUid, gid: this.options.ioGid };
-      return stdio.terminal ? new ConsoleIO(cfg) : createProcessIO(cfg);
+      const cfg = { ...p.stdio, uid: this.options.ioUid, gid: this.options.ioGid };
+      io = createProcessIO(cfg, { processId: p.execId || p.id, namespace: this.namespace, reaper: this.reaper });
+      await io.prepare?.();
+      return io;
     } catch (e) {
+      io?.close();
       throw new Error(`${context}: ${(e as Error).message}`);
     }
   }

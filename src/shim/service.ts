@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import * as T from '../gen/containerd/task/v2/shim.js';
 import * as E from '../gen/containerd/events/task.js';
 import { Status as TaskStatus } from '../gen/containerd/types/task.js';
-import { ProcessDetails } from '../gen/containerd/runc/v1/runc.js';
+import { ProcessDetails, CheckpointOptions } from '../gen/containerd/runc/v1/runc.js';
 import { TtrpcError, Code, notFound, alreadyExists } from '../ttrpc/index.js';
 import type { Reaper, Exit } from '../reaper/reaper.js';
 import type { EventSink } from '../events/publisher.js';
@@ -14,7 +14,7 @@ import { Process } from './process.js';
 import { ExitMatcher } from './exits.js';
 import { Mutex } from './mutex.js';
 import { checkInit, checkExec, type ProcState } from './state.js';
-import { decodeOptions, writeBundleOptions } from './options.js';
+import { decodeOptions, writeBundleOptions, typeName } from './options.js';
 import { validateId } from './identifiers.js';
 import { ConsoleIO } from '../io/console.js';
 import { runtimeError } from '../runc/logjson.js';
@@ -73,12 +73,12 @@ export class TaskService {
       const c = new Container(r.id, r.bundle, opts, this.namespace, r.rootfs, {
         stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal,
       }, this.reaper);
-      if (r.checkpoint) throw new TtrpcError(Code.Unimplemented, 'restore from checkpoint is not supported yet: not implemented');
+      if (r.checkpoint) c.restoreFrom = { checkpoint: r.checkpoint, parent: r.parentCheckpoint };
       this.exits.begin();
       let pid: number;
       try {
         pid = await c.create();
-        this.attach(c.init, pid);
+        if (pid) this.attach(c.init, pid);
       } finally {
         this.exits.end();
       }
@@ -106,11 +106,15 @@ export class TaskService {
     if (p.isInit) {
       checkInit('start', p.state);
       const release = await this.sendLock.lock();
+      const restoring = !!c.restoreFrom;
+      if (restoring) this.exits.begin();
       try {
-        await c.start();
+        const pid = await c.start();
+        if (restoring) this.attach(p, pid);
         if (p.state === 'created') p.state = 'running';
         this.publish('/tasks/start', 'TaskStart', E.TaskStart, { containerId: c.id, pid: p.pid });
       } finally {
+        if (restoring) this.exits.end();
         release();
       }
       return { pid: p.pid };
@@ -319,8 +323,18 @@ export class TaskService {
   }
 
   async checkpoint(r: T.CheckpointTaskRequest): Promise<Record<string, never>> {
-    this.container(r.id);
-    throw new TtrpcError(Code.Unimplemented, 'checkpoint: not implemented');
+    const c = this.container(r.id);
+    checkInit('checkpoint', c.init.state);
+    let opts = CheckpointOptions.fromPartial({});
+    if (r.options && r.options.value.length) {
+      if (typeName(r.options.typeUrl) !== 'containerd.runc.v1.CheckpointOptions') {
+        throw new TtrpcError(Code.InvalidArgument, `unsupported checkpoint options type ${r.options.typeUrl}: invalid argument`);
+      }
+      opts = CheckpointOptions.decode(r.options.value);
+    }
+    await c.checkpoint(r.path, opts);
+    this.publish('/tasks/checkpointed', 'TaskCheckpointed', E.TaskCheckpointed, { containerId: c.id, checkpoint: r.path });
+    return {};
   }
 
   async connect(r: T.ConnectRequest): Promise<T.ConnectResponse> {
