@@ -9,6 +9,7 @@ import { runtimeError } from '../runc/logjson.js';
 import type { Reaper } from '../reaper/reaper.js';
 import { createProcessIO, type ProcessIO } from '../io/processio.js';
 import { ConsoleIO } from '../io/console.js';
+import { CgroupHandle } from '../cgroups/stats.js';
 import { mountAll, unmountAll } from '../sys/mount.js';
 import { TtrpcError, Code } from '../ttrpc/index.js';
 import { Process, type StdioSpec } from './process.js';
@@ -53,6 +54,9 @@ export class Container {
     }, reaper);
     this.ownPidNamespace = hasOwnPidNamespace(readSpec(bundle));
   }
+
+  /** The container's cgroup, found from the init pid (absent → Stats is NotFound, no OOM watch). */
+  cgroup?: CgroupHandle;
 
   /** Set by Create with a checkpoint: Start then runs `runc restore` instead of `runc start`. */
   restoreFrom?: { checkpoint: string; parent: string };

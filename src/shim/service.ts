@@ -17,6 +17,8 @@ import { checkInit, checkExec, type ProcState } from './state.js';
 import { decodeOptions, writeBundleOptions, typeName } from './options.js';
 import { validateId } from './identifiers.js';
 import { ConsoleIO } from '../io/console.js';
+import { CgroupHandle, CgroupNotFoundError } from '../cgroups/stats.js';
+import { OomWatcher } from '../cgroups/oom.js';
 import { runtimeError } from '../runc/logjson.js';
 
 const SIGKILL = 9;
@@ -36,6 +38,8 @@ export class TaskService {
   private readonly createLock = new Mutex();
   private exitChain: Promise<void> = Promise.resolve();
 
+  private readonly oom: OomWatcher;
+
   constructor(
     private readonly namespace: string,
     private readonly reaper: Reaper,
@@ -44,6 +48,24 @@ export class TaskService {
     private readonly onShutdown: () => void,
   ) {
     reaper.on('exit', (e: Exit) => this.onExit(e));
+    this.oom = new OomWatcher({
+      onError: (id, err) => this.log.warn({ id, err: (err as Error)?.message }, 'oom watch failed'),
+      onStop: (id, reason) => this.log.debug({ id, reason }, 'oom watch stopped'),
+    });
+    this.oom.on('oom', (id: string) => {
+      this.log.info({ id }, 'container OOM');
+      this.publish('/tasks/oom', 'TaskOOM', E.TaskOOM, { containerId: id });
+    });
+  }
+
+  /** Find the container's cgroup from its init pid; failure only means no stats/OOM watch. */
+  private locateCgroup(c: Container): void {
+    if (c.cgroup || !c.init.pid) return;
+    try {
+      c.cgroup = CgroupHandle.forPid(c.init.pid);
+    } catch (e) {
+      this.log.warn({ id: c.id, err: (e as Error).message }, 'loading cgroup');
+    }
   }
 
   private publish<M>(topic: string, type: string, codec: Encodable<M>, msg: M): void {
@@ -78,7 +100,10 @@ export class TaskService {
       let pid: number;
       try {
         pid = await c.create();
-        if (pid) this.attach(c.init, pid);
+        if (pid) {
+          this.attach(c.init, pid);
+          this.locateCgroup(c);
+        }
       } finally {
         this.exits.end();
       }
@@ -112,6 +137,12 @@ export class TaskService {
         const pid = await c.start();
         if (restoring) this.attach(p, pid);
         if (p.state === 'created') p.state = 'running';
+        this.locateCgroup(c);
+        if (c.cgroup && !this.oom.has(c.id)) {
+          try { this.oom.add(c.id, c.cgroup); } catch (e) {
+            this.log.warn({ id: c.id, err: (e as Error).message }, 'add cg to OOM monitor');
+          }
+        }
         this.publish('/tasks/start', 'TaskStart', E.TaskStart, { containerId: c.id, pid: p.pid });
       } finally {
         if (restoring) this.exits.end();
@@ -179,6 +210,7 @@ export class TaskService {
       p.state = 'deleted';
       this.exits.untrack(p);
       p.releasePidfd();
+      this.oom.remove(c.id);
       this.containers.delete(c.id);
       this.publish('/tasks/delete', 'TaskDelete', E.TaskDelete, E.TaskDelete.fromPartial({
         containerId: c.id, pid: p.pid, exitStatus: p.exitStatus, exitedAt: p.exitedAt,
@@ -318,8 +350,15 @@ export class TaskService {
   }
 
   async stats(r: T.StatsRequest): Promise<T.StatsResponse> {
-    this.container(r.id);
-    throw notFound('cgroup does not exist');
+    const c = this.container(r.id);
+    if (!c.cgroup) throw notFound('cgroup does not exist');
+    try {
+      // Sync reads of small cgroupfs files: cheaper than the thread pool round trips.
+      return { stats: c.cgroup.statsSync() };
+    } catch (e) {
+      if (e instanceof CgroupNotFoundError) throw notFound('cgroup does not exist');
+      throw e;
+    }
   }
 
   async checkpoint(r: T.CheckpointTaskRequest): Promise<Record<string, never>> {

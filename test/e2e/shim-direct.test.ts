@@ -128,6 +128,9 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
       await client.create({ id, bundle, rootfs: [{ type: 'bind', source: rootfsSrc, target: '', options: ['rbind', 'ro'] }] });
       await client.start(id);
       assert.equal((await client.state(id)).status, Status.RUNNING);
+      const stats = await client.stats(id);
+      assert.match(stats.stats?.typeUrl ?? '', /^io\.containerd\.cgroups\.v[12]\.Metrics$/);
+      assert.ok((stats.stats?.value.length ?? 0) > 0, 'metrics carry data');
       const spec = { args: ['sh', '-c', 'echo from-exec; exit 5'], cwd: '/', env: ['PATH=/bin'], user: { uid: 0, gid: 0 } };
       await client.exec({ id, execId: 'e1', stdout: path.join(tmp, `${id}-exec-out`), spec: { typeUrl: 'types.containerd.io/opencontainers/runtime-spec/1/Process', value: Buffer.from(JSON.stringify(spec)) } });
       await assert.rejects(client.exec({ id, execId: 'e1', spec: { typeUrl: 'x', value: Buffer.from('{}') } }), (e: { code: number }) => e.code === Code.AlreadyExists);
