@@ -13,9 +13,9 @@ APT_PACKAGES=(
   containerd        # containerd 1.6.20, ctr, and the reference shim /usr/bin/containerd-shim-runc-v2
   runc              # the OCI runtime both shims drive
   busybox-static    # /bin/busybox: the test images' only binary
-  # --- later, when tests need them (uncomment):
-  # criu                        # checkpoint/restore (criu 3.17.1 fails `criu check` on this kernel)
-  # containernetworking-plugins # CNI plugins for CRI pod-sandbox tests
+  criu              # checkpoint/restore (criu 3.17.1 fails `criu check` on this kernel: tests skip)
+  containernetworking-plugins # CNI plugins for the CRI bridge-network pod test
+  util-linux        # script(1) gives ctr a terminal in the tty tests
 )
 # Toolchain for the native addon (node-gyp); normally present on this kind of machine.
 BUILD_PACKAGES=(python3 make g++)
