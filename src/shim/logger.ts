@@ -1,20 +1,52 @@
 // Daemon logging: pino JSON lines into the bundle's `log` fifo, which containerd copies to its
 // own log. The fifo is written through an epoll-backed handle; if containerd stops reading
-// (restart), lines are dropped past a bound instead of blocking the shim or growing without end.
+// (restart), lines are dropped past a bound instead of blocking the shim or growing without
+// end, and the fifo is reopened once a new containerd reads it again.
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import pino, { type Logger } from 'pino';
 
 const MAX_BACKLOG = 1 << 20;
+const REOPEN_INTERVAL_MS = 1000;
 
 class FifoSink {
   dropped = 0;
-  constructor(private readonly sock: net.Socket) {
-    sock.on('error', () => { /* containerd went away; writes are dropped */ });
-    sock.unref();
+  private sock?: net.Socket;
+  private lastOpen = 0;
+
+  constructor(private readonly fifo: string) {
+    this.open();
   }
+
+  private open(): void {
+    this.lastOpen = Date.now();
+    let fd: number;
+    try {
+      // O_NONBLOCK: never park a thread on a fifo; ENXIO while nobody reads it.
+      fd = fs.openSync(this.fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+    } catch {
+      return;
+    }
+    if (!fs.fstatSync(fd).isFIFO()) {
+      fs.closeSync(fd);
+      return;
+    }
+    const sock = new net.Socket({ fd, readable: false, writable: true });
+    // EPIPE once containerd's reader is gone: drop this handle, reopen later.
+    sock.on('error', () => sock.destroy());
+    sock.unref();
+    this.sock = sock;
+  }
+
   write(line: string): void {
-    if (this.sock.destroyed || this.sock.writableLength > MAX_BACKLOG) {
+    if (!this.sock || this.sock.destroyed) {
+      this.sock = undefined;
+      if (Date.now() - this.lastOpen < REOPEN_INTERVAL_MS) { this.dropped++; return; }
+      this.open();
+      if (!this.sock) { this.dropped++; return; }
+    }
+    if (this.sock.writableLength > MAX_BACKLOG) {
       this.dropped++;
       return;
     }
@@ -23,16 +55,9 @@ class FifoSink {
 }
 
 export function openLogger(debug: boolean, fifo = 'log'): Logger {
-  let sink: { write(s: string): void } = { write() { /* no log fifo */ } };
-  try {
-    // O_NONBLOCK: never park a thread on a fifo; ENXIO if nobody reads it (tests, manual runs).
-    const fd = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
-    if (fs.fstatSync(fd).isFIFO()) sink = new FifoSink(new net.Socket({ fd, readable: false, writable: true }));
-    else fs.closeSync(fd);
-  } catch { /* no reader: logging is off */ }
   return pino({
     level: debug ? 'debug' : 'info',
     base: { runtime: 'io.containerd.runc.v2', pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
-  }, sink);
+  }, new FifoSink(path.resolve(fifo)));
 }
