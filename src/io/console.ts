@@ -13,7 +13,8 @@ import { StdinFifo } from './stdin.js';
 import { BinaryLogger, type LoggerContext } from './binary.js';
 import { pipeSocket } from './copy.js';
 
-const RECEIVE_TIMEOUT_MS = 10_000;
+// runc has returned, so runc init has already sent the master (or never will).
+const RECEIVE_TIMEOUT_MS = 2_000;
 
 export class ConsoleIO implements ProcessIO {
   /** runc's own output is captured in terminal mode. */
