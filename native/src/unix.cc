@@ -96,28 +96,11 @@ Napi::Value ListenUnix(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
-// acceptRecvFd(listenFd, timeoutMs): {fd, name}
-Napi::Value AcceptRecvFd(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int lfd = ArgFd(info, 0, "listenFd");
-  int timeoutMs = ArgInt(info, 1, "timeoutMs", 0, INT32_MAX);
-  const int64_t deadline = NowMs() + timeoutMs;
-
-  int conn = -1;
-  while (conn < 0) {
-    if (!WaitReadable(env, lfd, deadline))
-      ThrowErrno(env, ETIMEDOUT, "accept", nullptr,
-                 "no connection on the console socket in time");
-    conn = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
-    if (conn < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
-        errno != EINTR && errno != ECONNABORTED)
-      ThrowErrno(env, errno, "accept4");
-  }
-
-  FdGuard connGuard(conn);  // the connection is closed on every path
+// Receives one message that must carry exactly one fd over SCM_RIGHTS.
+Napi::Value RecvOneFd(Napi::Env env, int conn, int64_t deadline) {
   if (!WaitReadable(env, conn, deadline))
     ThrowErrno(env, ETIMEDOUT, "recvmsg", nullptr,
-               "no message on the console socket connection in time");
+               "no message on the socket connection in time");
 
   char data[kMaxName];
   union {
@@ -179,6 +162,37 @@ Napi::Value AcceptRecvFd(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// acceptRecvFd(listenFd, timeoutMs): {fd, name}
+Napi::Value AcceptRecvFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int lfd = ArgFd(info, 0, "listenFd");
+  int timeoutMs = ArgInt(info, 1, "timeoutMs", 0, INT32_MAX);
+  const int64_t deadline = NowMs() + timeoutMs;
+
+  int conn = -1;
+  while (conn < 0) {
+    if (!WaitReadable(env, lfd, deadline))
+      ThrowErrno(env, ETIMEDOUT, "accept", nullptr,
+                 "no connection on the console socket in time");
+    conn = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (conn < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+        errno != EINTR && errno != ECONNABORTED)
+      ThrowErrno(env, errno, "accept4");
+  }
+
+  FdGuard connGuard(conn);  // the connection is closed on every path
+  return RecvOneFd(env, conn, deadline);
+}
+
+// recvFd(connFd, timeoutMs): {fd, name} -- one message with exactly one fd on
+// an already accepted connection (left open for the caller).
+Napi::Value RecvFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int conn = ArgFd(info, 0, "connFd");
+  int timeoutMs = ArgInt(info, 1, "timeoutMs", 0, INT32_MAX);
+  return RecvOneFd(env, conn, NowMs() + timeoutMs);
+}
+
 // sendFd(sockFd, fd, name): void -- the sender side of the console protocol.
 Napi::Value SendFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -236,6 +250,7 @@ void InitUnix(Napi::Env env, Napi::Object exports) {
   exports.Set("listenUnix", Napi::Function::New(env, ListenUnix, "listenUnix"));
   exports.Set("acceptRecvFd",
               Napi::Function::New(env, AcceptRecvFd, "acceptRecvFd"));
+  exports.Set("recvFd", Napi::Function::New(env, RecvFd, "recvFd"));
   exports.Set("sendFd", Napi::Function::New(env, SendFd, "sendFd"));
   exports.Set("peerCred", Napi::Function::New(env, PeerCred, "peerCred"));
 }

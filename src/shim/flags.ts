@@ -11,6 +11,8 @@ export interface ShimFlags {
   socket: string;
   debug: boolean;
   version: boolean;
+  /** Internal: run as a pre-booted standby daemon listening on this control socket. */
+  standby: string;
   action: string;
 }
 
@@ -21,6 +23,7 @@ const STRING_FLAGS: Record<string, keyof ShimFlags> = {
   'publish-binary': 'publishBinary',
   bundle: 'bundle',
   socket: 'socket',
+  standby: 'standby',
 };
 const BOOL_FLAGS: Record<string, keyof ShimFlags> = { debug: 'debug', v: 'version' };
 
@@ -34,7 +37,7 @@ function parseBool(name: string, v: string): boolean {
 
 export function parseFlags(argv: readonly string[]): ShimFlags {
   const f: ShimFlags = {
-    namespace: '', id: '', address: '', publishBinary: '', bundle: '', socket: '',
+    namespace: '', id: '', address: '', publishBinary: '', bundle: '', socket: '', standby: '',
     debug: false, version: false, action: '',
   };
   let i = 0;

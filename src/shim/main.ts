@@ -27,6 +27,10 @@ async function main(): Promise<void> {
     process.stdout.write(`${argv0}:\n  Version:  ${VERSION}\n  Revision: ${REVISION}\n  Node.js version: ${process.version}\n\n`);
     return;
   }
+  if (flags.standby) {
+    const { runStandby } = await import('./standby.js');
+    return runStandby(flags);
+  }
   if (!flags.namespace) fail('shim namespace cannot be empty');
   switch (flags.action) {
     case 'start': {

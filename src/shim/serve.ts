@@ -16,7 +16,8 @@ import type { ShimFlags } from './flags.js';
 const LISTEN_FD = 3;
 const PUBLISHER_DRAIN_MS = 5000;
 
-export async function serve(flags: ShimFlags): Promise<void> {
+/** Serve on `listenFd` (fd 3 from `start`, or the socket a standby daemon was handed). */
+export async function serve(flags: ShimFlags, listenFd = LISTEN_FD): Promise<void> {
   const log = openLogger(flags.debug).child({ namespace: flags.namespace, id: flags.id });
   process.on('uncaughtException', (err) => {
     log.fatal({ err }, 'uncaught exception');
@@ -72,7 +73,7 @@ export async function serve(flags: ShimFlags): Promise<void> {
     fs.chmodSync(flags.socket, 0o600);
     ownSocket = flags.socket;
   } else {
-    await new Promise<void>((resolve, reject) => listener.listen({ fd: LISTEN_FD }, resolve).once('error', reject));
+    await new Promise<void>((resolve, reject) => listener.listen({ fd: listenFd }, resolve).once('error', reject));
   }
   server.serve(listener);
 

@@ -9,6 +9,7 @@ import { Any } from '../gen/google/protobuf/any.js';
 import { SOCKET_DIR, groupId, socketAddress, socketPath } from './address.js';
 import { OPTIONS_TYPE, typeName } from './options.js';
 import type { ShimFlags } from './flags.js';
+import { handOver, spawnStandby, standbyEnabled, standbyPath } from './standby.js';
 
 const BACKLOG = 128;
 
@@ -26,17 +27,12 @@ export async function start(flags: ShimFlags): Promise<string> {
   try {
     fs.chmodSync(sock, 0o600);
     writeAddressFile(address);
-    const args = [...process.execArgv, process.argv[1]!, '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
-    if (flags.debug) args.push('-debug');
-    const child = spawn(process.execPath, args, {
-      cwd: process.cwd(),
-      detached: true, // own session and process group: survives containerd restarts
-      stdio: ['ignore', 'ignore', 'ignore', fd],
-      env: process.env,
-    });
-    child.unref();
-    const pid = child.pid;
-    if (pid === undefined) throw new Error('failed to start shim daemon');
+    const post = standbyEnabled() ? standbyPath(flags.address, process.env.TTRPC_ADDRESS ?? '') : undefined;
+    let pid = post
+      ? await handOver(post, { namespace: flags.namespace, id: flags.id, address: flags.address, debug: flags.debug, bundle: process.cwd() }, fd)
+      : undefined;
+    if (pid === undefined) pid = spawnDaemon(flags, fd);
+    if (post) spawnStandby(post);
     try {
       const opts = readStdinOptions();
       if (opts?.shimCgroup) joinCgroup(opts.shimCgroup, pid);
@@ -52,6 +48,20 @@ export async function start(flags: ShimFlags): Promise<string> {
   } finally {
     fs.closeSync(fd);
   }
+}
+
+function spawnDaemon(flags: ShimFlags, fd: number): number {
+  const args = [...process.execArgv, process.argv[1]!, '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
+  if (flags.debug) args.push('-debug');
+  const child = spawn(process.execPath, args, {
+    cwd: process.cwd(),
+    detached: true, // own session and process group: survives containerd restarts
+    stdio: ['ignore', 'ignore', 'ignore', fd],
+    env: process.env,
+  });
+  child.unref();
+  if (child.pid === undefined) throw new Error('failed to start shim daemon');
+  return child.pid;
 }
 
 async function listenOrJoin(sock: string): Promise<number | undefined> {

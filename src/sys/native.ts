@@ -126,6 +126,7 @@ interface NativeBinding {
   getWinsize(fd: number): Winsize;
   listenUnix(path: string, backlog: number): number;
   acceptRecvFd(listenFd: number, timeoutMs: number): ReceivedFd;
+  recvFd(connFd: number, timeoutMs: number): ReceivedFd;
   sendFd(sockFd: number, fd: number, name: string): void;
   peerCred(fd: number): PeerCred;
   startFdWatcher(): number;
@@ -418,6 +419,14 @@ export function listenUnix(path: string, backlog: number): number {
  */
 export function acceptRecvFd(listenFd: number, timeoutMs: number): ReceivedFd {
   return native().acceptRecvFd(listenFd, timeoutMs);
+}
+
+/**
+ * Receives one message carrying exactly one fd on an accepted connection
+ * (left open). Blocks for at most `timeoutMs`; same errors as acceptRecvFd.
+ */
+export function recvFd(connFd: number, timeoutMs: number): ReceivedFd {
+  return native().recvFd(connFd, timeoutMs);
 }
 
 /**

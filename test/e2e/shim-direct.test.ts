@@ -33,6 +33,7 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
   });
 
   after(async () => {
+    for (const pid of standbys()) process.kill(pid, 'SIGTERM');
     await events.close();
     // Whatever a failed test left mounted must not stay behind.
     for (const m of mountedUnder(tmp).sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);
@@ -47,8 +48,8 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
     return { bundle, log };
   }
 
-  async function startShim(id: string, bundle: string) {
-    const r = await runShim(['-namespace', NS, '-address', grpcAddress(), '-publish-binary', '/usr/bin/containerd', '-id', id, 'start'], { cwd: bundle, env });
+  async function startShim(id: string, bundle: string, grpc = grpcAddress()) {
+    const r = await runShim(['-namespace', NS, '-address', grpc, '-publish-binary', '/usr/bin/containerd', '-id', id, 'start'], { cwd: bundle, env });
     assert.equal(r.stderr, '', 'start writes nothing on stderr');
     assert.equal(r.code, 0);
     const address = r.stdout.toString('utf8');
@@ -151,6 +152,58 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
     } finally {
       client.close();
       out.close(); log.close();
+    }
+  });
+
+  /** Idle standby daemons booted for this test's events endpoint. */
+  function standbys(): number[] {
+    const out: number[] = [];
+    for (const d of fs.readdirSync('/proc')) {
+      if (!/^\d+$/.test(d)) continue;
+      try {
+        const argv = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
+        if (!argv.includes('-standby')) continue;
+        if (!fs.readFileSync(`/proc/${d}/environ`, 'utf8').split('\0').includes(`TTRPC_ADDRESS=${events.path}`)) continue;
+        if (fs.readlinkSync(`/proc/${d}/cwd`) === '/') out.push(Number(d));
+      } catch { /* gone */ }
+    }
+    return out;
+  }
+
+  test('the next start hands its socket to the pre-booted standby daemon, which serves the container', T_OPTS, async () => {
+    const grpc = path.join(tmp, 'containerd-standby.sock');
+    const earlier = new Set(standbys()); // the other tests' containerd address has its own
+    const a = bundleFor('c3', ['sh', '-c', 'exit 4']);
+    const addrA = await startShim('c3', a.bundle, grpc);
+    const deadline = Date.now() + 20_000;
+    let ready: number[] = [];
+    const fresh = () => standbys().filter((p) => !earlier.has(p));
+    while (Date.now() < deadline && (ready = fresh()).length === 0) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(ready.length, 1, 'one standby booted');
+    // Give it time to listen on its control socket.
+    await new Promise((r) => setTimeout(r, 500));
+    const b = bundleFor('c4', ['sh', '-c', 'exit 6']);
+    const addrB = await startShim('c4', b.bundle, grpc);
+    const ca = await TaskClient.connect(addrA, NS);
+    const cb = await TaskClient.connect(addrB, NS);
+    try {
+      const pidB = (await cb.connect('c4')).shimPid;
+      assert.equal(pidB, ready[0], 'the standby became c4\'s daemon');
+      assert.equal(fs.readlinkSync(`/proc/${pidB}/cwd`), b.bundle, 'it works in c4\'s bundle');
+      for (const [c, id, code] of [[ca, 'c3', 4], [cb, 'c4', 6]] as const) {
+        await c.create({ id, bundle: path.join(tmp, NS, id), rootfs: [{ type: 'bind', source: rootfsSrc, target: '', options: ['rbind', 'ro'] }] });
+        await c.start(id);
+        assert.equal((await c.wait(id)).exitStatus, code);
+        await c.delete(id);
+        await c.shutdown(id).catch(() => undefined);
+      }
+      assert.ok(await waitGone(pidB), 'the adopted daemon exits after Shutdown like any other');
+    } finally {
+      ca.close(); cb.close(); a.log.close(); b.log.close();
+      for (const pid of fresh()) {
+        process.kill(pid, 'SIGTERM');
+        assert.ok(await waitGone(pid), 'an idle standby retires on SIGTERM');
+      }
     }
   });
 });

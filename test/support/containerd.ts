@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import {
   closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync,
   rmdirSync, rmSync, statSync, writeFileSync,
+  readlinkSync,
 } from 'node:fs';
 import { join } from 'node:path';
 
@@ -324,6 +325,13 @@ export interface StartOptions {
   snapshotter?: string;
   /** Readiness timeout (default 20 s). */
   readyTimeoutMs?: number;
+  /**
+   * Directories put first on containerd's PATH (containerd resolves a runtime name
+   * io.containerd.<a>.<b> to the binary containerd-shim-<a>-<b> on its PATH, and shims inherit it).
+   */
+  pathPrepend?: string[];
+  /** Extra environment for the containerd process (and so for the shims it starts). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface CtrOptions {
@@ -456,14 +464,15 @@ class Instance implements Containerd {
     return { ...process.env, PATH: fullPath(), CONTAINERD_SNAPSHOTTER: this.snapshotter, ...extra };
   }
 
-  start(): void {
+  start(opts: StartOptions = {}): void {
     const logFd = openSync(this.logPath, 'a');
+    const path = [...(opts.pathPrepend ?? []), fullPath()].join(':');
     try {
       this.child = spawn(CONTAINERD, ['--config', this.configPath], {
         stdio: ['ignore', logFd, logFd],
         detached: false,
         cwd: this.dir,
-        env: { ...process.env, PATH: fullPath() },
+        env: { ...process.env, ...opts.env, PATH: path },
       });
     } finally {
       closeSync(logFd);
@@ -702,7 +711,7 @@ export async function startContainerd(opts: StartOptions = {}): Promise<Containe
   writeFileSync(inst.configPath, buildConfig(inst, opts));
   liveInstances.add(inst);
   try {
-    inst.start();
+    inst.start(opts);
     await inst.waitReady(opts.readyTimeoutMs ?? 20_000);
   } catch (e) {
     await inst.stop().catch(() => undefined);
@@ -755,16 +764,27 @@ export function leftovers(c: Containerd, ids?: Array<string | { namespace: strin
   const want = new Set(targets.map((t) => `${t.namespace}/${t.id}`));
   const taskRoot = join(c.state, 'io.containerd.runtime.v2.task');
 
-  // A shim: argv has `-address <this address>` and `-id <id>`; or (unfiltered only) any process
-  // carrying this instance's TTRPC_ADDRESS in its environment, whatever its argv.
+  // A shim: argv has `-address <this address>` and `-id <id>`; or a process carrying this
+  // instance's TTRPC_ADDRESS in its environment whose cwd is a task's bundle (our shim's
+  // daemons that were pre-booted as standbys keep their standby argv). An idle standby (cwd /,
+  // no container) is not a leftover of any task: it retires by itself after an idle period.
   const envMark = `TTRPC_ADDRESS=${c.ttrpcAddress}`;
+  const bundleOf = (pid: number): string | undefined => {
+    let cwd: string;
+    try { cwd = readlinkSync(`/proc/${pid}/cwd`); } catch { return undefined; }
+    const rel = cwd.startsWith(taskRoot + '/') ? cwd.slice(taskRoot.length + 1).split('/') : [];
+    return rel.length === 2 ? `${rel[0]}/${rel[1]!.replace(/^\./, '')}` : undefined;
+  };
   const shims = listProcesses()
     .filter((p) => {
       const id = argValue(p.argv, 'id');
       if (argValue(p.argv, 'address') === c.address && id !== undefined) {
         return !ids || want.has(`${argValue(p.argv, 'namespace') ?? 'default'}/${id}`);
       }
-      return !ids && procEnviron(p.pid).includes(envMark);
+      if (!procEnviron(p.pid).includes(envMark)) return false;
+      const task = bundleOf(p.pid);
+      if (ids) return task !== undefined && want.has(task);
+      return task !== undefined || !p.argv.includes('-standby');
     })
     .map((p) => ({ pid: p.pid, cmdline: p.argv.join(' ') }));
 
