@@ -3,7 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../proto"
 rm -rf ../src/gen
-../node_modules/.bin/buf generate --template buf.gen.yaml .
+# The shim's protos (everything but cri/).
+../node_modules/.bin/buf generate --template buf.gen.yaml --exclude-path cri .
+# The CRI test client (runtime.v1 with grpc-js clients) into src/gen/cri/; tests only.
+../node_modules/.bin/buf generate --template buf.gen.cri.yaml --path cri .
 # Version facts for `-v`.
 rev=$(git -C .. rev-parse HEAD 2>/dev/null || echo unknown)
 ver=$(node -p "require('../package.json').version")
