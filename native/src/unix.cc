@@ -96,8 +96,9 @@ Napi::Value ListenUnix(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
-// Receives one message that must carry exactly one fd over SCM_RIGHTS.
-Napi::Value RecvOneFd(Napi::Env env, int conn, int64_t deadline) {
+// Receives one message that must carry exactly `want` fds (0: any number, at
+// least one) in one SCM_RIGHTS.
+Napi::Value RecvOneFd(Napi::Env env, int conn, int64_t deadline, size_t want = 1) {
   if (!WaitReadable(env, conn, deadline))
     ThrowErrno(env, ETIMEDOUT, "recvmsg", nullptr,
                "no message on the socket connection in time");
@@ -141,11 +142,12 @@ Napi::Value RecvOneFd(Napi::Env env, int conn, int64_t deadline) {
       otherMsgs++;
     }
   }
-  if (rightsMsgs != 1 || otherMsgs != 0 || fds.size() != 1 ||
+  if (rightsMsgs != 1 || otherMsgs != 0 || fds.empty() || (want != 0 && fds.size() != want) ||
       (msg.msg_flags & MSG_CTRUNC) != 0) {
     for (int fd : fds) close(fd);
     std::string detail =
-        "expected exactly one SCM_RIGHTS message carrying one fd, got " +
+        "expected exactly one SCM_RIGHTS message carrying " + std::to_string(want) +
+        " fd(s), got " +
         std::to_string(rightsMsgs) + " SCM_RIGHTS message(s) with " +
         std::to_string(fds.size()) + " fd(s)" +
         (otherMsgs != 0 ? ", and other control messages" : "") +
@@ -158,6 +160,9 @@ Napi::Value RecvOneFd(Napi::Env env, int conn, int64_t deadline) {
   while (len > 0 && data[len - 1] == '\0') len--;
   Napi::Object out = Napi::Object::New(env);
   out.Set("fd", Napi::Number::New(env, fds[0]));
+  Napi::Array all = Napi::Array::New(env, fds.size());
+  for (size_t i = 0; i < fds.size(); i++) all.Set(i, Napi::Number::New(env, fds[i]));
+  out.Set("fds", all);
   out.Set("name", Napi::String::New(env, data, len));
   return out;
 }
@@ -184,13 +189,14 @@ Napi::Value AcceptRecvFd(const Napi::CallbackInfo& info) {
   return RecvOneFd(env, conn, deadline);
 }
 
-// recvFd(connFd, timeoutMs): {fd, name} -- one message with exactly one fd on
-// an already accepted connection (left open for the caller).
+// recvFd(connFd, timeoutMs, count = 1): {fd, fds, name} -- one message with
+// exactly `count` fds (0: any number) on an already accepted connection (left open).
 Napi::Value RecvFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int conn = ArgFd(info, 0, "connFd");
   int timeoutMs = ArgInt(info, 1, "timeoutMs", 0, INT32_MAX);
-  return RecvOneFd(env, conn, NowMs() + timeoutMs);
+  int count = info.Length() > 2 ? ArgInt(info, 2, "count", 0, kMaxFdsPerMsg - 1) : 1;
+  return RecvOneFd(env, conn, NowMs() + timeoutMs, static_cast<size_t>(count));
 }
 
 // sendFd(sockFd, fd, name): void -- the sender side of the console protocol.

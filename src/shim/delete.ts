@@ -11,8 +11,8 @@ import type { ShimFlags } from './flags.js';
 
 const RUNC_TIMEOUT_MS = 4000; // containerd kills us after 5 s
 
-export function deleteAction(flags: ShimFlags, warn: (msg: string) => void): Buffer {
-  const bundle = path.join(path.dirname(process.cwd()), flags.id);
+export function deleteAction(flags: ShimFlags, warn: (msg: string) => void, cwd = process.cwd()): Buffer {
+  const bundle = path.join(path.dirname(cwd), flags.id);
   const opts = readBundleOptions(bundle);
   const args = ['--root', runcRoot(opts, flags.namespace), '--log', path.join(bundle, 'log.json'), '--log-format', 'json', 'delete', '--force', flags.id];
   const env = { ...process.env };

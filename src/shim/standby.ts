@@ -23,6 +23,17 @@ export function standbyEnabled(env = process.env): boolean {
   return env.SHIM_STANDBY !== '0';
 }
 
+/**
+ * Standbys kept per containerd. Two, because `start` consumes one (it becomes the daemon) and
+ * the `delete` that follows a short-lived container should not wait for its replacement to boot.
+ */
+export const POOL_SIZE = 2;
+
+/** The posts (control sockets) of the pool, in the order the launcher tries them. */
+export function standbyPosts(base: string): string[] {
+  return Array.from({ length: POOL_SIZE }, (_, i) => `${base}-${i}`);
+}
+
 /** FNV-1a, 64 bit: a stable short name for the key (not a security boundary: 0600 + peer uid). */
 export function fnv1a64(s: string): string {
   let h = 0xcbf29ce484222325n;
@@ -33,7 +44,7 @@ export function fnv1a64(s: string): string {
   return h.toString(16).padStart(16, '0');
 }
 
-/** The control socket of the standby for this containerd and this build of the shim. */
+/** The base name of the standby posts for this containerd and this build of the shim. */
 export function standbyPath(grpcAddress: string, ttrpcAddress: string, entry = process.argv[1] ?? ''): string {
   let build = '';
   try {
@@ -103,57 +114,157 @@ export function spawnStandby(path: string): void {
   if (child.pid) try { os.setPriority(child.pid, BOOT_NICE); } catch { /* best effort */ }
 }
 
-/** Standby mode: load the daemon, wait for one socket, then become that container's shim. */
+/** A `start`/`delete` handed over by the native launcher, with its stdin/stdout/stderr. */
+interface Job { kind: 'job'; argv: string[]; cwd: string; ppid: number }
+type Request = ({ kind?: 'adopt' } & Adoption) | Job;
+
+/**
+ * Standby mode: load the daemon, then wait. It runs `start`/`delete` jobs for the native
+ * launcher (saving Node's boot on containerd's critical path), and on a `start` — or a socket
+ * handed over by a `start` process — it becomes that container's daemon.
+ */
 export async function runStandby(flags: ShimFlags): Promise<void> {
-  const path = flags.standby;
+  const post = flags.standby;
   const { serve } = await import('./serve.js');
+  const { start } = await import('./start.js');
+  const { deleteAction } = await import('./delete.js');
+  const { parseFlags } = await import('./flags.js');
   fs.mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o700 });
-  if (await isLive(path)) return; // another standby holds this post
-  fs.rmSync(path, { force: true });
+  if (await isLive(post)) return; // another standby holds this post
+  fs.rmSync(post, { force: true });
   const server = net.createServer({ pauseOnConnect: true });
-  await new Promise<void>((resolve, reject) => server.listen(path, resolve).once('error', reject));
-  fs.chmodSync(path, 0o600);
+  await new Promise<void>((resolve, reject) => server.listen(post, resolve).once('error', reject));
+  fs.chmodSync(post, 0o600);
+  const idleS = Number(process.env.SHIM_STANDBY_IDLE_SECONDS) || DEFAULT_IDLE_S;
+  let idle = setTimeout(() => retire(), idleS * 1000);
   // Two standbys can race for one post: the one whose socket file was replaced retires.
-  const ino = fs.statSync(path).ino;
+  const ino = fs.statSync(post).ino;
   const watch = setInterval(() => {
     let cur = -1;
-    try { cur = fs.statSync(path).ino; } catch { /* removed */ }
-    if (cur !== ino) { server.close(); process.exit(0); }
+    try { cur = fs.statSync(post).ino; } catch { /* removed */ }
+    if (cur !== ino) retire(false);
   }, 5000);
-  const idleS = Number(process.env.SHIM_STANDBY_IDLE_SECONDS) || DEFAULT_IDLE_S;
-  const retire = () => { server.close(); fs.rmSync(path, { force: true }); process.exit(0); };
-  const idle = setTimeout(retire, idleS * 1000);
-  process.once('SIGTERM', retire);
-  process.once('SIGINT', retire);
-
   let adopted = false;
-  server.on('connection', (sock) => {
-    if (adopted) return void sock.destroy();
-    let listenFd: number;
-    let a: Adoption;
-    try {
-      const fd = (sock as unknown as { _handle: { fd: number } })._handle.fd;
-      if (native.peerCred(fd).uid !== process.geteuid?.()) return void sock.destroy();
-      const msg = native.recvFd(fd, ADOPT_TIMEOUT_MS);
-      listenFd = msg.fd;
-      a = JSON.parse(msg.name) as Adoption;
-      if (!a.namespace || !a.id || typeof a.bundle !== 'string') throw new Error('bad adoption request');
-    } catch {
-      return void sock.destroy();
-    }
+  /** Stop being a standby: no more jobs, the post is free for the next one. */
+  const leavePost = () => {
     adopted = true;
     clearTimeout(idle);
     clearInterval(watch);
-    process.removeListener('SIGTERM', retire);
-    process.removeListener('SIGINT', retire);
+    process.removeListener('SIGTERM', onSignal);
+    process.removeListener('SIGINT', onSignal);
     server.close();
-    fs.rmSync(path, { force: true });
+    try { if (fs.statSync(post).ino === ino) fs.rmSync(post, { force: true }); } catch { /* gone */ }
+  };
+  function retire(unlink = true): void {
+    if (adopted) return;
+    if (unlink) leavePost(); else { adopted = true; server.close(); }
+    process.exit(0);
+  }
+  const onSignal = () => retire();
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+
+  /** Become the daemon of the container whose listening socket is `fd`. */
+  const become = async (a: Adoption, fd: number): Promise<void> => {
+    leavePost();
     try { os.setPriority(0); } catch { /* not permitted: keep the boot priority */ }
     process.chdir(a.bundle);
-    serve({ ...flags, standby: '', namespace: a.namespace, id: a.id, address: a.address, debug: a.debug }, listenFd)
-      .then(() => sock.end(JSON.stringify({ pid: process.pid })))
-      .catch(() => process.exit(1));
+    await serve({ ...flags, standby: '', namespace: a.namespace, id: a.id, address: a.address, debug: a.debug, action: '' }, fd);
+  };
+
+  const runJob = async (job: Job, fds: number[], sock: net.Socket): Promise<void> => {
+    const [stdin, stdout, stderr] = fds as [number, number, number];
+    let code = 0;
+    try {
+      const jf = parseFlags(job.argv);
+      if (jf.action === 'start') {
+        const address = await start(jf, {
+          cwd: job.cwd,
+          ppid: job.ppid,
+          readStdin: () => fs.readFileSync(stdin),
+          launch: async (fd) => {
+            const own = native.dup(fd);
+            spawnStandbyNative(post);
+            await become({ namespace: jf.namespace, id: jf.id, address: jf.address, debug: jf.debug, bundle: job.cwd }, own);
+            return process.pid;
+          },
+        });
+        fs.writeSync(stdout, address);
+      } else if (jf.action === 'delete') {
+        fs.writeSync(stdout, deleteAction(jf, (m) => fs.writeSync(stderr, `${m}\n`), job.cwd));
+      } else {
+        throw new Error(`unsupported action ${JSON.stringify(jf.action)}`);
+      }
+    } catch (e) {
+      code = 1;
+      try { fs.writeSync(stderr, `io.containerd.runc.v2: ${(e as Error).message}`); } catch { /* gone */ }
+    } finally {
+      for (const fd of fds) try { fs.closeSync(fd); } catch { /* ignore */ }
+    }
+    sock.end(Buffer.from([code]));
+    if (code !== 0 && adopted) process.exit(1); // a failed start never leaves a daemon behind
+  };
+
+  let queue: Promise<void> = Promise.resolve();
+  server.on('connection', (sock) => {
+    if (adopted) return void sock.destroy();
+    let req: Request;
+    let fds: number[];
+    try {
+      const fd = (sock as unknown as { _handle: { fd: number } })._handle.fd;
+      if (native.peerCred(fd).uid !== process.geteuid?.()) return void sock.destroy();
+      const msg = native.recvFd(fd, ADOPT_TIMEOUT_MS, 0);
+      fds = msg.fds;
+      try {
+        req = JSON.parse(msg.name) as Request;
+      } catch (e) {
+        for (const f of fds) fs.closeSync(f);
+        throw e;
+      }
+    } catch {
+      return void sock.destroy();
+    }
+    // One job at a time; a job that finds the standby adopted is refused (the caller does it).
+    queue = queue.then(async () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => retire(), idleS * 1000);
+      if (adopted) {
+        for (const f of fds) fs.closeSync(f);
+        return void sock.destroy();
+      }
+      if (req.kind === 'job') {
+        if (fds.length !== 3 || !Array.isArray(req.argv) || typeof req.cwd !== 'string') {
+          for (const f of fds) fs.closeSync(f);
+          return void sock.destroy();
+        }
+        sock.write('A');
+        await runJob(req, fds, sock);
+        return;
+      }
+      const a = req;
+      if (fds.length !== 1 || !a.namespace || !a.id || typeof a.bundle !== 'string') {
+        for (const f of fds) fs.closeSync(f);
+        return void sock.destroy();
+      }
+      await become(a, fds[0]!).then(
+        () => sock.end(JSON.stringify({ pid: process.pid })),
+        () => process.exit(1),
+      );
+    }).catch(() => undefined);
   });
+}
+
+/** From inside a standby: the replacement is spawned without libuv (the daemon's reaper owns children). */
+function spawnStandbyNative(post: string): void {
+  try {
+    const env = Object.entries(process.env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`);
+    const pid = native.spawn({
+      file: process.execPath,
+      args: [process.execPath, ...process.execArgv, process.argv[1]!, '-standby', post],
+      env, cwd: '/', fds: [-1, -1, -1], setsid: true,
+    });
+    try { os.setPriority(pid, BOOT_NICE); } catch { /* best effort */ }
+  } catch { /* best effort: the next start spawns one */ }
 }
 
 function isLive(path: string): Promise<boolean> {

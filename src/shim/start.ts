@@ -2,6 +2,7 @@
 // daemon as fd 3, write ./address, print the address. Nothing may reach stderr on success.
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { spawn } from 'node:child_process';
 import * as native from '../sys/native.js';
 import { Options } from '../gen/containerd/runc/v1/runc.js';
@@ -9,34 +10,64 @@ import { Any } from '../gen/google/protobuf/any.js';
 import { SOCKET_DIR, groupId, socketAddress, socketPath } from './address.js';
 import { OPTIONS_TYPE, typeName } from './options.js';
 import type { ShimFlags } from './flags.js';
-import { handOver, spawnStandby, standbyEnabled, standbyPath } from './standby.js';
+import { handOver, spawnStandby, standbyEnabled, standbyPath, standbyPosts } from './standby.js';
 
 const BACKLOG = 128;
 
-export async function start(flags: ShimFlags): Promise<string> {
-  const spec = JSON.parse(fs.readFileSync('config.json', 'utf8')) as { annotations?: Record<string, string> };
+/** Where `start` runs: the `start` process itself, or a standby daemon doing the job for it. */
+export interface StartContext {
+  /** The bundle (containerd runs `start` in it). */
+  cwd: string;
+  /** containerd's pid, whose OOM score the shim's is derived from. */
+  ppid: number;
+  /** The runtime options containerd writes on stdin. */
+  readStdin(): Buffer;
+  /** Get a daemon serving the listening socket `fd` (the caller closes its own copy). */
+  launch(fd: number): Promise<number>;
+}
+
+/** The `start` process: hand the socket to a standby, or spawn a daemon; leave a standby. */
+export function processContext(flags: ShimFlags): StartContext {
+  return {
+    cwd: process.cwd(),
+    ppid: process.ppid,
+    readStdin: () => fs.readFileSync(0),
+    async launch(fd) {
+      const posts = standbyEnabled() ? standbyPosts(standbyPath(flags.address, process.env.TTRPC_ADDRESS ?? '')) : [];
+      const adoption = { namespace: flags.namespace, id: flags.id, address: flags.address, debug: flags.debug, bundle: process.cwd() };
+      let pid: number | undefined;
+      let used: string | undefined;
+      for (const post of posts) {
+        pid = await handOver(post, adoption, fd);
+        if (pid !== undefined) { used = post; break; }
+      }
+      if (pid === undefined) pid = spawnDaemon(flags, fd);
+      // Refill the post we emptied; with none up yet, fill the whole pool.
+      for (const post of used ? [used] : posts) spawnStandby(post);
+      return pid;
+    },
+  };
+}
+
+export async function start(flags: ShimFlags, ctx: StartContext = processContext(flags)): Promise<string> {
+  const spec = JSON.parse(fs.readFileSync(path.join(ctx.cwd, 'config.json'), 'utf8')) as { annotations?: Record<string, string> };
   const address = socketAddress(flags.address, flags.namespace, groupId(flags.id, spec));
   const sock = socketPath(address);
 
   const fd = await listenOrJoin(sock);
   if (fd === undefined) {
     // A shim already serves this group (a pod's later containers): reuse it.
-    writeAddressFile(address);
+    writeAddressFile(ctx.cwd, address);
     return address;
   }
   try {
     fs.chmodSync(sock, 0o600);
-    writeAddressFile(address);
-    const post = standbyEnabled() ? standbyPath(flags.address, process.env.TTRPC_ADDRESS ?? '') : undefined;
-    let pid = post
-      ? await handOver(post, { namespace: flags.namespace, id: flags.id, address: flags.address, debug: flags.debug, bundle: process.cwd() }, fd)
-      : undefined;
-    if (pid === undefined) pid = spawnDaemon(flags, fd);
-    if (post) spawnStandby(post);
+    writeAddressFile(ctx.cwd, address);
+    const pid = await ctx.launch(fd);
     try {
-      const opts = readStdinOptions();
+      const opts = readOptions(ctx.readStdin);
       if (opts?.shimCgroup) joinCgroup(opts.shimCgroup, pid);
-      adjustOomScore(pid);
+      adjustOomScore(pid, ctx.ppid);
     } catch (e) {
       try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
       throw e;
@@ -90,17 +121,18 @@ function canConnect(sock: string, timeoutMs: number): Promise<boolean> {
 }
 
 /** ./address via ./.address and rename, no newline (containerd reads it raw). */
-function writeAddressFile(address: string): void {
-  fs.rmSync('.address', { force: true });
-  const fd = fs.openSync('.address', fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY | fs.constants.O_SYNC, 0o666);
+function writeAddressFile(dir: string, address: string): void {
+  const tmp = path.join(dir, '.address');
+  fs.rmSync(tmp, { force: true });
+  const fd = fs.openSync(tmp, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY | fs.constants.O_SYNC, 0o666);
   try { fs.writeSync(fd, address); } finally { fs.closeSync(fd); }
-  fs.renameSync('.address', 'address');
+  fs.renameSync(tmp, path.join(dir, 'address'));
 }
 
 /** containerd sends the runtime options (an Any) on stdin; only runc Options matter here. */
-function readStdinOptions(): Options | undefined {
+function readOptions(read: () => Buffer): Options | undefined {
   let data: Buffer;
-  try { data = fs.readFileSync(0); } catch { return undefined; }
+  try { data = read(); } catch { return undefined; }
   if (!data.length) return undefined;
   try {
     const any = Any.decode(data);
@@ -130,9 +162,9 @@ function joinCgroup(cgroup: string, pid: number): void {
 }
 
 /** The shim is a little more killable than containerd (containerd's score + 1). */
-function adjustOomScore(pid: number): void {
+function adjustOomScore(pid: number, ppid: number): void {
   try {
-    const parent = Number.parseInt(fs.readFileSync(`/proc/${process.ppid}/oom_score_adj`, 'utf8').trim(), 10);
+    const parent = Number.parseInt(fs.readFileSync(`/proc/${ppid}/oom_score_adj`, 'utf8').trim(), 10);
     const score = Math.max(-1000, Math.min(1000, parent + 1));
     fs.writeFileSync(`/proc/${pid}/oom_score_adj`, String(score));
   } catch (e) {

@@ -126,7 +126,7 @@ interface NativeBinding {
   getWinsize(fd: number): Winsize;
   listenUnix(path: string, backlog: number): number;
   acceptRecvFd(listenFd: number, timeoutMs: number): ReceivedFd;
-  recvFd(connFd: number, timeoutMs: number): ReceivedFd;
+  recvFd(connFd: number, timeoutMs: number, count?: number): ReceivedFd & { fds: number[] };
   sendFd(sockFd: number, fd: number, name: string): void;
   peerCred(fd: number): PeerCred;
   startFdWatcher(): number;
@@ -422,11 +422,13 @@ export function acceptRecvFd(listenFd: number, timeoutMs: number): ReceivedFd {
 }
 
 /**
- * Receives one message carrying exactly one fd on an accepted connection
- * (left open). Blocks for at most `timeoutMs`; same errors as acceptRecvFd.
+ * Receives one message carrying exactly `count` fds (0: any number, at least
+ * one; one SCM_RIGHTS) on an
+ * accepted connection (left open). Blocks for at most `timeoutMs`; same
+ * errors as acceptRecvFd.
  */
-export function recvFd(connFd: number, timeoutMs: number): ReceivedFd {
-  return native().recvFd(connFd, timeoutMs);
+export function recvFd(connFd: number, timeoutMs: number, count = 1): ReceivedFd & { fds: number[] } {
+  return native().recvFd(connFd, timeoutMs, count);
 }
 
 /**

@@ -13,6 +13,7 @@ import { Status } from '../../src/gen/containerd/types/task.js';
 import { DeleteResponse } from '../../src/gen/containerd/task/v2/shim.js';
 import * as E from '../../src/gen/containerd/events/task.js';
 import { Code } from '../../src/ttrpc/index.js';
+import { POOL_SIZE } from '../../src/shim/standby.js';
 
 const NS = `shimtest${process.pid}`;
 const T_OPTS = { timeout: 60_000 };
@@ -178,8 +179,8 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
     const deadline = Date.now() + 20_000;
     let ready: number[] = [];
     const fresh = () => standbys().filter((p) => !earlier.has(p));
-    while (Date.now() < deadline && (ready = fresh()).length === 0) await new Promise((r) => setTimeout(r, 50));
-    assert.equal(ready.length, 1, 'one standby booted');
+    while (Date.now() < deadline && (ready = fresh()).length < POOL_SIZE) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(ready.length, POOL_SIZE, 'the standby pool booted');
     // Give it time to listen on its control socket.
     await new Promise((r) => setTimeout(r, 500));
     const b = bundleFor('c4', ['sh', '-c', 'exit 6']);
@@ -188,7 +189,7 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
     const cb = await TaskClient.connect(addrB, NS);
     try {
       const pidB = (await cb.connect('c4')).shimPid;
-      assert.equal(pidB, ready[0], 'the standby became c4\'s daemon');
+      assert.ok(ready.includes(pidB), 'a standby became c4\'s daemon');
       assert.equal(fs.readlinkSync(`/proc/${pidB}/cwd`), b.bundle, 'it works in c4\'s bundle');
       for (const [c, id, code] of [[ca, 'c3', 4], [cb, 'c4', 6]] as const) {
         await c.create({ id, bundle: path.join(tmp, NS, id), rootfs: [{ type: 'bind', source: rootfsSrc, target: '', options: ['rbind', 'ro'] }] });
