@@ -23,6 +23,12 @@ export class ConsoleIO implements ProcessIO {
   private readonly dir: string;
   private listenFd: number;
   private master = -1;
+  /**
+   * Our own dup of the master for ResizePty: the reader's fd is closed when the output ends (the
+   * process exited), but the reference keeps the master until Delete, so a resize after the exit
+   * still succeeds — and must never hit a recycled fd number.
+   */
+  private control = -1;
   private reader?: tty.ReadStream;
   private writer?: tty.WriteStream;
   private stdinFifo?: StdinFifo;
@@ -60,6 +66,7 @@ export class ConsoleIO implements ProcessIO {
     } finally {
       this.closeSocket();
     }
+    this.control = native.dup(this.master);
     // Separate fds for the two directions: libuv allows one handle per fd.
     this.reader = new tty.ReadStream(this.master);
     this.writer = new tty.WriteStream(native.dup(this.master));
@@ -95,8 +102,8 @@ export class ConsoleIO implements ProcessIO {
   }
 
   resize(width: number, height: number): void {
-    if (this.master < 0 || this.closed) return;
-    native.setWinsize(this.master, height, width);
+    if (this.control < 0 || this.closed) return;
+    native.setWinsize(this.control, height, width);
   }
 
   closeStdin(): void {
@@ -120,6 +127,8 @@ export class ConsoleIO implements ProcessIO {
     this.logger?.close();
     if (!this.reader) closeQuietly(this.master);
     this.master = -1;
+    closeQuietly(this.control);
+    this.control = -1;
   }
 
   private closeSocket(): void {

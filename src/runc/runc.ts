@@ -105,9 +105,11 @@ export class Runc {
         ([e, o]) => [e, o] as const,
       );
       if (exit.status !== 0) {
+        // go-runc's wording (cmdOutput / runOrError): `<argv0> did not terminate successfully:
+        // exit status N`, followed by `: <output>` when the output was captured.
         const msg = opts.stdio
           ? `${this.cfg.command} did not terminate successfully: exit status ${exit.status}`
-          : `exit status ${exit.status}: ${output}`;
+          : `${this.cfg.command} did not terminate successfully: exit status ${exit.status}: ${output}`;
         throw new RuncError(msg, exit.status, output);
       }
       return output;

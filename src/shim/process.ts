@@ -57,9 +57,25 @@ export class Process {
     this.resolveExit();
   }
 
-  /** An exec whose start failed: release waiters with status 0 and zero time, no exit event. */
+  /**
+   * An exec whose start failed: release waiters with status 0 and zero time, no exit event. Like
+   * the reference, the exec stays in the created state (State reports CREATED, Delete works).
+   */
   startFailed(): void {
-    this.state = 'stopped';
+    this.releasePidfd();
+    this.resolveExit();
+  }
+
+  /**
+   * Set while Delete of this (created) process runs: `runc delete` kills a created container's
+   * init, and the reference ignores that exit for the process's own status (its deleted state
+   * makes SetExited a no-op): the reply and /tasks/delete say 0 at zero time, the /tasks/exit
+   * still published carries the reaped status at zero time. Resolves true if Delete succeeded.
+   */
+  deletion?: Promise<boolean>;
+
+  /** Release waiters without recording an exit (the exit of a process deleted meanwhile). */
+  releaseWaiters(): void {
     this.releasePidfd();
     this.resolveExit();
   }

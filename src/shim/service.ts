@@ -206,7 +206,15 @@ export class TaskService {
     const p = this.process(c, r.execId);
     if (p.isInit) {
       checkInit('delete', p.state);
-      await c.deleteInit();
+      const deleting = c.deleteInit();
+      p.deletion = deleting.then(() => true, () => false);
+      try {
+        await deleting;
+      } finally {
+        // An exit reaped during `runc delete` is published before /tasks/delete (deliverExit).
+        await this.exitChain;
+        p.deletion = undefined;
+      }
       p.state = 'deleted';
       this.exits.untrack(p);
       p.releasePidfd();
@@ -269,12 +277,8 @@ export class TaskService {
 
   async pids(r: T.PidsRequest): Promise<T.PidsResponse> {
     const c = this.container(r.id);
-    let pids: number[];
-    try {
-      pids = await c.runc.ps(c.id);
-    } catch (e) {
-      throw new Error(`failed to list pids: ${(e as Error).message}`);
-    }
+    // The reference returns runc's (go-runc's) error as is, code Unknown.
+    const pids = await c.runc.ps(c.id);
     const execByPid = new Map<number, string>();
     for (const p of c.execs.values()) if (p.pid) execByPid.set(p.pid, p.execId);
     return {
@@ -333,7 +337,14 @@ export class TaskService {
   }
 
   async closeIO(r: T.CloseIORequest): Promise<Record<string, never>> {
-    const p = this.process(this.container(r.id), r.execId);
+    const c = this.container(r.id);
+    let p: Process;
+    try {
+      p = this.process(c, r.execId);
+    } catch (e) {
+      // The reference returns this lookup error without converting it: code Unknown.
+      throw new TtrpcError(Code.Unknown, (e as Error).message);
+    }
     try {
       p.io?.closeStdin();
     } catch (e) {
@@ -372,7 +383,7 @@ export class TaskService {
       opts = CheckpointOptions.decode(r.options.value);
     }
     await c.checkpoint(r.path, opts);
-    this.publish('/tasks/checkpointed', 'TaskCheckpointed', E.TaskCheckpointed, { containerId: c.id, checkpoint: r.path });
+    // No event: the reference runc shim never publishes /tasks/checkpointed (events.md §2).
     return {};
   }
 
@@ -406,6 +417,14 @@ export class TaskService {
   private async deliverExit(p: Process, e: Exit): Promise<void> {
     const c = this.containers.get(p.id);
     if (!c || p.state === 'deleted') return; // exits after Delete are ignored
+    if (p.deletion && await p.deletion) {
+      // Reaped while Delete ran (runc delete kills a created init): reported, not recorded.
+      p.releaseWaiters();
+      this.publish('/tasks/exit', 'TaskExit', E.TaskExit, E.TaskExit.fromPartial({
+        containerId: p.id, id: p.isInit ? p.id : p.execId, pid: p.pid, exitStatus: e.status, exitedAt: p.exitedAt,
+      }));
+      return;
+    }
     if (p.isInit && !c.ownPidNamespace) {
       // Shared pid namespace: nothing kills the container's other processes for us.
       await c.runc.kill(c.id, SIGKILL, true).catch((err: unknown) => {

@@ -81,12 +81,26 @@ test('mounts under a directory are listed deepest first', () => {
 
 test('exit matching: an exit that arrives before its pid is known is kept while a start is in flight', () => {
   const m = new ExitMatcher();
-  const exit = { pid: 4242, status: 3, exitedAt: { seconds: 1n, nanos: 0 } };
+  const gone = 0x7ffffff0; // above any pid_max: no process can have it
+  const exit = { pid: gone, status: 3, exitedAt: { seconds: 1n, nanos: 0 } };
   m.begin();
   assert.equal(m.match(exit), undefined);
   const p = new Process('c', 'e', { stdin: '', stdout: '', stderr: '', terminal: false });
-  p.pid = 4242;
+  p.pid = gone;
   assert.deepEqual(m.track(p), exit);
+  m.end();
+});
+
+test('exit matching: a kept exit is not handed to a process whose pid is in use again (recycled), nor are runc exits kept', () => {
+  const m = new ExitMatcher();
+  m.begin();
+  assert.equal(m.match({ pid: process.pid, status: 3, exitedAt: { seconds: 1n, nanos: 0 } }), undefined);
+  const p = Object.assign(new Process('c', 'e', { stdin: '', stdout: '', stderr: '', terminal: false }), { pid: process.pid });
+  assert.equal(m.track(p), undefined, 'stale: the pid belongs to a live process now');
+  assert.equal(m.match({ pid: process.pid, status: 9, exitedAt: { seconds: 2n, nanos: 0 } }), p, 'its own exit still matches');
+  const gone = 0x7ffffff1;
+  assert.equal(m.match({ pid: gone, status: 1, exitedAt: { seconds: 1n, nanos: 0 }, spawned: true }), undefined);
+  assert.equal(m.track(Object.assign(new Process('c', 'f', p.stdio), { pid: gone })), undefined, 'a runc exit is never kept');
   m.end();
 });
 
