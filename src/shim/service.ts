@@ -58,6 +58,15 @@ export class TaskService {
     });
   }
 
+  private watchOom(c: Container): void {
+    if (!c.cgroup || this.oom.has(c.id)) return;
+    try {
+      this.oom.add(c.id, c.cgroup);
+    } catch (e) {
+      this.log.warn({ id: c.id, err: (e as Error).message }, 'add cg to OOM monitor');
+    }
+  }
+
   /** Find the container's cgroup from its init pid; failure only means no stats/OOM watch. */
   private locateCgroup(c: Container): void {
     if (c.cgroup || !c.init.pid) return;
@@ -103,6 +112,8 @@ export class TaskService {
         if (pid) {
           this.attach(c.init, pid);
           this.locateCgroup(c);
+          // Watch before the process runs: an OOM right after `runc start` must not be missed.
+          this.watchOom(c);
         }
       } finally {
         this.exits.end();
@@ -138,11 +149,7 @@ export class TaskService {
         if (restoring) this.attach(p, pid);
         if (p.state === 'created') p.state = 'running';
         this.locateCgroup(c);
-        if (c.cgroup && !this.oom.has(c.id)) {
-          try { this.oom.add(c.id, c.cgroup); } catch (e) {
-            this.log.warn({ id: c.id, err: (e as Error).message }, 'add cg to OOM monitor');
-          }
-        }
+        this.watchOom(c);
         this.publish('/tasks/start', 'TaskStart', E.TaskStart, { containerId: c.id, pid: p.pid });
       } finally {
         if (restoring) this.exits.end();
