@@ -40,9 +40,11 @@ export class EventPublisher implements EventSink {
       return;
     }
     if (this.queue.length >= MAX_QUEUE) {
-      const old = this.queue.shift()!;
+      // Evict the oldest event that is not being sent: the head may be in flight, and run()
+      // removes it once its Forward settles.
+      const [old] = this.queue.splice(this.running ? 1 : 0, 1);
       this.dropped++;
-      this.log?.error({ topic: old.topic }, 'event queue full: evicting oldest event');
+      this.log?.error({ topic: old!.topic }, 'event queue full: evicting oldest event');
     }
     this.queue.push({ topic, typeUrl, value, timestamp: now() });
     if (!this.running) void this.run();

@@ -11,6 +11,8 @@ export interface Exit {
   pid: number;
   status: number;
   exitedAt: { seconds: bigint; nanos: number };
+  /** Set on the 'exit' event when the pid was one of our own spawned children (runc, a logger). */
+  spawned?: boolean;
 }
 
 export interface SpawnOptions {
@@ -60,6 +62,7 @@ export class Reaper extends EventEmitter {
     if (w) {
       this.waiters.delete(e.pid);
       w(e);
+      e = { ...e, spawned: true };
     }
     this.emit('exit', e);
   }

@@ -7,11 +7,17 @@ import { DeleteResponse } from '../gen/containerd/task/v2/shim.js';
 import { readBundleOptions, runcCommand, runcRoot } from './options.js';
 import { unmountAll } from '../sys/mount.js';
 import { now } from './time.js';
+import { isValidIdentifier } from './identifiers.js';
+import { SOCKET_DIR, socketPath } from './address.js';
 import type { ShimFlags } from './flags.js';
 
 const RUNC_TIMEOUT_MS = 4000; // containerd kills us after 5 s
 
 export function deleteAction(flags: ShimFlags, warn: (msg: string) => void, cwd = process.cwd()): Buffer {
+  // The id names the bundle next to ours and the runc container; the namespace names the runc
+  // root. Neither may step elsewhere (`../other` would unmount another bundle's rootfs).
+  if (!isValidIdentifier(flags.id)) throw new Error(`invalid container id ${JSON.stringify(flags.id)}: invalid argument`);
+  if (!isValidIdentifier(flags.namespace)) throw new Error(`invalid namespace ${JSON.stringify(flags.namespace)}: invalid argument`);
   const bundle = path.join(path.dirname(cwd), flags.id);
   const opts = readBundleOptions(bundle);
   const args = ['--root', runcRoot(opts, flags.namespace), '--log', path.join(bundle, 'log.json'), '--log-format', 'json', 'delete', '--force', flags.id];
@@ -24,6 +30,7 @@ export function deleteAction(flags: ShimFlags, warn: (msg: string) => void, cwd 
   } catch (e) {
     warn(`failed to cleanup rootfs mount: ${(e as Error).message}`);
   }
+  removeStaleSocket(bundle);
   let pid = 0xffffffff; // what the reference reports when init.pid is unreadable (-1 as uint32)
   try {
     const n = Number.parseInt(fs.readFileSync(path.join(bundle, 'init.pid'), 'utf8').trim(), 10);
@@ -32,4 +39,35 @@ export function deleteAction(flags: ShimFlags, warn: (msg: string) => void, cwd 
     warn(`failed to read init pid file: ${(e as Error).message}`);
   }
   return Buffer.from(DeleteResponse.encode({ pid, exitStatus: 128 + 9, exitedAt: now() }).finish());
+}
+
+/**
+ * A daemon that died (SIGKILL, OOM) leaves its socket file behind: remove it, but only when
+ * nothing listens on it any more (a pod's shared shim may still serve its other containers).
+ */
+function removeStaleSocket(bundle: string): void {
+  let sock: string;
+  try {
+    sock = socketPath(fs.readFileSync(path.join(bundle, 'address'), 'utf8'));
+  } catch {
+    return;
+  }
+  if (path.dirname(sock) !== SOCKET_DIR || isListening(sock)) return;
+  fs.rmSync(sock, { force: true });
+}
+
+/** Whether a unix socket is bound to `p` and listening (/proc/net/unix; unknown counts as yes). */
+function isListening(p: string): boolean {
+  let text: string;
+  try {
+    text = fs.readFileSync('/proc/net/unix', 'utf8');
+  } catch {
+    return true;
+  }
+  // Num RefCount Protocol Flags Type St Inode Path; a listener has __SO_ACCEPTCON (0x10000) in Flags.
+  for (const line of text.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length >= 8 && f[7] === p && (Number.parseInt(f[3]!, 16) & 0x10000) !== 0) return true;
+  }
+  return false;
 }

@@ -1,6 +1,6 @@
 // containerd's identifier rules. Ids name files and directories (pid files, runc state), so a
 // request must never be able to step outside its bundle with `..` or `/`.
-import { TtrpcError, Code } from '../ttrpc/index.js';
+import { TtrpcError, Code } from '../ttrpc/status.js';
 
 const IDENTIFIER = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
 const MAX_LENGTH = 76;

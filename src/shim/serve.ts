@@ -11,6 +11,7 @@ import { openLogger } from './logger.js';
 import { TaskService } from './service.js';
 import { registerTaskService } from './task-ttrpc.js';
 import { socketPath } from './address.js';
+import { isValidIdentifier } from './identifiers.js';
 import type { ShimFlags } from './flags.js';
 
 const LISTEN_FD = 3;
@@ -18,6 +19,11 @@ const PUBLISHER_DRAIN_MS = 5000;
 
 /** Serve on `listenFd` (fd 3 from `start`, or the socket a standby daemon was handed). */
 export async function serve(flags: ShimFlags, listenFd = LISTEN_FD): Promise<void> {
+  // The namespace names runc's root (<root>/<namespace>): it must not step elsewhere.
+  if (!isValidIdentifier(flags.namespace)) throw new Error(`invalid namespace ${JSON.stringify(flags.namespace)}: invalid argument`);
+  // Nothing the daemon or its runc children create (pid files, logs) may be world-writable,
+  // whatever umask containerd (or the process that spawned a standby) had.
+  process.umask(process.umask(0o022) | 0o022);
   const log = openLogger(flags.debug).child({ namespace: flags.namespace, id: flags.id });
   process.on('uncaughtException', (err) => {
     log.fatal({ err }, 'uncaught exception');

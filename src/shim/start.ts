@@ -124,7 +124,7 @@ function canConnect(sock: string, timeoutMs: number): Promise<boolean> {
 function writeAddressFile(dir: string, address: string): void {
   const tmp = path.join(dir, '.address');
   fs.rmSync(tmp, { force: true });
-  const fd = fs.openSync(tmp, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY | fs.constants.O_SYNC, 0o666);
+  const fd = fs.openSync(tmp, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY | fs.constants.O_SYNC, 0o644); // never world-writable, whatever the umask
   try { fs.writeSync(fd, address); } finally { fs.closeSync(fd); }
   fs.renameSync(tmp, path.join(dir, 'address'));
 }
