@@ -8,6 +8,9 @@ import * as native from '../sys/native.js';
 import { Reaper, envList } from '../reaper/reaper.js';
 
 export const DEFAULT_RUNC_ROOT = '/run/containerd/runc';
+/** Upper bounds for one runc call (overridable for tests through the environment). */
+const RUNC_TIMEOUT_MS = Number(process.env.SHIM_RUNC_TIMEOUT_MS) || 120_000;
+const CRIU_TIMEOUT_MS = Number(process.env.SHIM_CRIU_TIMEOUT_MS) || 600_000;
 const SIGKILL = 9;
 
 export interface RuncConfig {
@@ -95,6 +98,7 @@ export class Runc {
       const fds: number[] = opts.stdio ? [...opts.stdio.fds] : [inR, outW, outW];
       if (opts.input !== undefined) fds[0] = inR;
       const child = this.reaper.spawn({ file: this.cfg.command, args: argv, env: this.env(), fds, pdeathsig: SIGKILL });
+      const watchdog = this.watchdog(child.pid, child.exited, args[0] ?? '');
       if (inR >= 0) { fs.closeSync(inR); inR = -1; }
       if (outW >= 0) { fs.closeSync(outW); outW = -1; }
       const writing = inW >= 0 ? writeAll(inW, opts.input ?? '') : Promise.resolve();
@@ -104,6 +108,9 @@ export class Runc {
       const [exit, output] = await Promise.all([child.exited, reading, writing.catch(() => undefined)]).then(
         ([e, o]) => [e, o] as const,
       );
+      if (watchdog.fired) {
+        throw new RuncError(`${this.cfg.command} ${args[0]} did not finish within ${watchdog.limitMs / 1000} s and was killed`, exit.status, output);
+      }
       if (exit.status !== 0) {
         // go-runc's wording (cmdOutput / runOrError): `<argv0> did not terminate successfully:
         // exit status N`, followed by `: <output>` when the output was captured.
@@ -116,6 +123,27 @@ export class Runc {
     } finally {
       for (const fd of [inR, inW, outR, outW]) if (fd >= 0) try { fs.closeSync(fd); } catch { /* already closed */ }
     }
+  }
+
+  /**
+   * No runc call may hang the shim: past a generous limit (CRIU gets more) runc is killed
+   * through a pidfd, so a recycled pid is never hit.
+   */
+  private watchdog(pid: number, exited: Promise<unknown>, sub: string): { fired: boolean; limitMs: number } {
+    const limitMs = sub === 'checkpoint' || sub === 'restore' ? CRIU_TIMEOUT_MS : RUNC_TIMEOUT_MS;
+    const state = { fired: false, limitMs };
+    let pidfd = -1;
+    try { pidfd = native.pidfdOpen(pid); } catch { return state; } // already gone
+    const timer = setTimeout(() => {
+      state.fired = true;
+      try { native.pidfdSendSignal(pidfd, SIGKILL); } catch { /* exited meanwhile */ }
+    }, limitMs);
+    timer.unref();
+    void exited.then(() => {
+      clearTimeout(timer);
+      try { fs.closeSync(pidfd); } catch { /* ignore */ }
+    });
+    return state;
   }
 
   create(id: string, bundle: string, o: CreateOpts): Promise<string> {

@@ -203,6 +203,38 @@ describe('reliability: supervision', () => {
     await client.shutdown(id).catch(() => undefined);
   });
 
+  test('a runc that never exits is killed after the time limit: the call fails, the shim keeps serving', { timeout: 60_000 }, async (t) => {
+    const wrapper = path.join(lab.tmp, 'hung-runc');
+    fs.writeFileSync(wrapper, [
+      '#!/bin/sh',
+      'for a; do case "$a" in',
+      '  pause) exec sleep 100000 ;;   # never returns',
+      'esac; done',
+      'exec /usr/sbin/runc "$@"',
+      '',
+    ].join('\n'), { mode: 0o755 });
+    const id = uniqueId('hungrunc');
+    const bundle = lab.bundle(id, { args: ['sleep', '100000'] });
+    // A daemon of its own (no standby), with a short limit.
+    const shim = await lab.startShim(id, bundle, { env: { SHIM_STANDBY: '0', SHIM_RUNC_TIMEOUT_MS: '1500' } });
+    const { client } = shim;
+    await client.create({ id, bundle, rootfs: lab.rootfs, options: runcOptions(wrapper) });
+    await client.start(id);
+    const t0 = Date.now();
+    await assert.rejects(within(client.pause(id), 10_000, 'Pause through a runc that hangs'),
+      (e: Error) => /did not finish within 1.5 s/.test(e.message), 'a clear error once runc is killed');
+    const ms = Date.now() - t0;
+    assert.ok(ms >= 1400, `waited for the limit (${ms} ms)`);
+    assert.equal((await within(client.state(id), RPC_MS, 'State')).status, 2, 'still RUNNING and still served');
+    await within(client.kill(id, 9), RPC_MS, 'Kill');
+    assert.equal((await within(client.wait(id), RPC_MS, 'Wait')).exitStatus, 137);
+    await within(client.delete(id), RPC_MS, 'Delete');
+    const left = await settle(() => workChildren(shim.pid), (l) => l.length === 0, 8000);
+    assert.deepEqual(left, [], 'the hung runc was killed and reaped');
+    t.diagnostic(`hung runc: Pause failed after ${ms} ms; shim ${formatFigures(figures(shim.pid))}`);
+    await client.shutdown(id).catch(() => undefined);
+  });
+
   test('pid reuse: Kill and State of an exited process never reach the process that got its pid', { timeout: 90_000 }, async (t) => {
     const id = uniqueId('pidreuse');
     const ns = await daemonInPidNamespace(id, lab.bundle(id, { args: ['sleep', '100000'] }));
