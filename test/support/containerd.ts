@@ -613,11 +613,14 @@ class Instance implements Containerd {
         spawnSync('runc', ['--root', runcRoot, 'delete', '--force', id], { stdio: 'ignore', timeout: 15_000, env });
       }
     }
-    // 2. Shims and stray ctr processes of this instance.
+    // 2. Shims, our shim's idle standby daemons and stray ctr processes of this instance.
+    const posts = new Set<string>();
     for (let round = 0; round < 3; round++) {
       const procs = this.instanceProcesses();
       if (procs.length === 0) break;
       for (const p of procs) {
+        const i = p.argv.indexOf('-standby');
+        if (i >= 0 && p.argv[i + 1]) posts.add(p.argv[i + 1]!);
         try { process.kill(p.pid, 'SIGKILL'); } catch { /* gone */ }
       }
       const deadline = Date.now() + 3000;
@@ -635,7 +638,7 @@ class Instance implements Containerd {
         } catch { /* no address file */ }
       }
     }
-    for (const s of sockets) rmSync(s, { force: true });
+    for (const s of [...sockets, ...posts]) rmSync(s, { force: true });
     // 4. Runc state dirs of tracked ids (runc delete normally removed them), and their cgroups
     //    (ctr puts a container in /<ns>/<id> of each hierarchy; rmdir fails harmlessly if busy).
     for (const { namespace, id } of tasks) {
