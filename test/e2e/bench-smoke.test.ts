@@ -1,0 +1,56 @@
+// Keeps the benchmark (bench/) from rotting: runs its quick mode for two workloads (the shim's
+// own start/delete path and the cold `ctr run --rm` lifecycle) with both shims against a private
+// containerd, and checks the results it writes. Takes ~10 s.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { REPO_ROOT } from '../support/shims.js';
+
+const RUN_JS = join(REPO_ROOT, 'dist', 'bench', 'run.js');
+
+interface Rendered {
+  metrics: Array<{ workload: string; metric: string; results: Record<string, { n: number; median: number }> }>;
+  floors: Array<{ what: string; samples: number[] }>;
+  failures: Record<string, Record<string, number>>;
+}
+
+test('bench quick mode: startup and lifecycle with both shims', { timeout: 60_000 }, () => {
+  assert.ok(existsSync(RUN_JS), `${RUN_JS} missing: build with tsc first`);
+  const out = mkdtempSync('/tmp/bench-smoke-');
+  try {
+    const r = spawnSync(process.execPath, [RUN_JS], {
+      env: {
+        ...process.env,
+        BENCH_QUICK: '1',
+        BENCH_WORKLOADS: 'startup,lifecycle',
+        BENCH_SHIMS: 'reference,ours',
+        BENCH_OUT_DIR: out,
+        BENCH_OUT: 'smoke',
+        BENCH_WAIT_QUIET: '0', // no waiting for a quiet machine: this checks the code, not the numbers
+      },
+      encoding: 'utf8',
+      timeout: 55_000,
+    });
+    assert.equal(r.status, 0, `bench exited ${r.status ?? r.signal}\n${r.stderr}`);
+    const json = JSON.parse(readFileSync(join(out, 'smoke.json'), 'utf8')) as Rendered;
+    const md = readFileSync(join(out, 'smoke.md'), 'utf8');
+    assert.match(md, /\| workload \| metric \| unit \| reference \| ours \| ours\/ref \|/);
+    for (const [workload, metric] of [
+      ['startup', '`start` action'], ['startup', '`delete` action'], ['lifecycle', 'ctr run --rm echo hi'], ['lifecycle', 'first byte of output'],
+    ]) {
+      const m = json.metrics.find((x) => x.workload === workload && x.metric === metric);
+      assert.ok(m, `metric ${workload}/${metric} missing`);
+      for (const shim of ['reference', 'ours']) {
+        const s = m.results[shim];
+        assert.ok(s && s.n > 0 && Number.isFinite(s.median) && s.median > 0, `${workload}/${metric}/${shim}: ${JSON.stringify(s)}`);
+      }
+    }
+    assert.ok(json.floors.some((f) => f.what.includes('node -e 0') && f.samples.length > 0), 'node -e 0 floor measured');
+    const failed = Object.entries(json.failures).flatMap(([w, per]) => Object.entries(per).filter(([, n]) => n > 0).map(([s, n]) => `${w}/${s}: ${n}`));
+    assert.deepEqual(failed, []);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
