@@ -1,7 +1,8 @@
 // Process helpers for the benchmark: timed spawns with first-byte timing, /proc memory readings,
 // finding shim daemons by argv. Everything is stopped by pid; nothing here uses pkill/killall.
 import { spawn, type StdioOptions } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { listProcesses, type ProcInfo } from '../../test/support/containerd.js';
 
@@ -123,17 +124,28 @@ export function argValue(argv: string[], name: string): string | undefined {
 }
 
 /**
- * Shim daemons (not `start`/`delete` invocations) of a containerd instance: argv carries
- * `-address <address>` and `-id <id>` and no action word. Keyed by the `-id` value.
+ * Shim daemons (not `start`/`delete` invocations) of a containerd instance, keyed by task id:
+ * argv carries `-address <address>` and `-id <id>` and no action word; or, for our shim's
+ * daemons that were pre-booted as standbys (argv `-standby <post>`), the cwd is the task's
+ * bundle under this instance's state dir (next to its socket).
  */
 export function findShimDaemons(address: string, ids?: Set<string>): Map<string, ProcInfo> {
   const res = new Map<string, ProcInfo>();
+  const instanceDir = dirname(address) + '/';
   for (const p of listProcesses()) {
-    if (argValue(p.argv, 'address') !== address) continue;
-    const id = argValue(p.argv, 'id');
+    let id: string | undefined;
+    if (argValue(p.argv, 'address') === address) {
+      id = argValue(p.argv, 'id');
+      const last = p.argv[p.argv.length - 1];
+      if (last === 'start' || last === 'delete') continue;
+    } else if (p.argv.includes('-standby')) {
+      let cwd = '';
+      try { cwd = readlinkSync(`/proc/${p.pid}/cwd`); } catch { continue; }
+      const m = /\/io\.containerd\.runtime\.v2\.task\/[^/]+\/([^/]+)$/.exec(cwd);
+      if (!cwd.startsWith(instanceDir) || !m) continue;
+      id = m[1];
+    }
     if (id === undefined || (ids && !ids.has(id))) continue;
-    const last = p.argv[p.argv.length - 1];
-    if (last === 'start' || last === 'delete') continue;
     res.set(id, p);
   }
   return res;

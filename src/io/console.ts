@@ -8,7 +8,7 @@ import * as native from '../sys/native.js';
 import type { Stdio } from '../runc/runc.js';
 import type { IOConfig, ProcessIO } from './processio.js';
 import { parseStdioUri } from './processio.js';
-import { openOutput, closeQuietly, SharedSink } from './copy.js';
+import { openOutput, closeQuietly, copyInto, SharedSink } from './copy.js';
 import { StdinFifo } from './stdin.js';
 import { BinaryLogger, type LoggerContext } from './binary.js';
 import { pipeSocket } from './copy.js';
@@ -69,6 +69,8 @@ export class ConsoleIO implements ProcessIO {
     this.control = native.dup(this.master);
     // Separate fds for the two directions: libuv allows one handle per fd.
     this.reader = new tty.ReadStream(this.master);
+    // EIO means no process holds the slave any more: the terminal output has ended.
+    this.reader.on('error', () => this.reader?.destroy());
     this.writer = new tty.WriteStream(native.dup(this.master));
     this.writer.on('error', () => { /* the pty went away */ });
     if (this.cfg.stdout) {
@@ -77,26 +79,9 @@ export class ConsoleIO implements ProcessIO {
         ? new SharedSink(pipeSocket(this.logger.takeStdout(), 'w'))
         : openOutput(this.cfg.stdout);
       this.logger?.closeWriteEnds();
-      const dst = sink.acquire();
-      const reader = this.reader;
-      this.copy = new Promise((resolve) => {
-        let done = false;
-        const finish = () => {
-          if (done) return;
-          done = true;
-          reader.unpipe(dst);
-          sink.release();
-          resolve();
-        };
-        // EIO means no process holds the slave any more: the terminal output has ended.
-        reader.on('error', finish);
-        reader.once('end', finish);
-        reader.once('close', finish);
-        reader.pipe(dst, { end: false });
-      });
+      this.copy = copyInto(this.reader, sink);
     } else {
       this.reader.resume();
-      this.reader.on('error', () => undefined);
     }
     if (this.cfg.stdin) this.stdinFifo = new StdinFifo(this.cfg.stdin, this.writer);
   }

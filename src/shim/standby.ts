@@ -14,6 +14,8 @@ import type { ShimFlags } from './flags.js';
 
 const CONNECT_TIMEOUT_MS = 200;
 const ADOPT_TIMEOUT_MS = 2000;
+/** A request waiting longer than this is refused: its sender may have given up and gone on. */
+const STALE_MS = 1000;
 const DEFAULT_IDLE_S = 120;
 const BOOT_NICE = 10;
 
@@ -56,21 +58,18 @@ export function standbyPath(grpcAddress: string, ttrpcAddress: string, entry = p
 
 /**
  * Hand `listenFd` to the standby at `path`. Resolves with the daemon's pid once it serves, or
- * undefined when there is no standby (the caller then spawns a daemon itself). A standby that
- * took the socket but did not confirm is killed, so two daemons never share one socket.
+ * undefined when there is no standby, it refused (busy, already adopted) or did not answer in
+ * time; the caller then spawns a daemon itself. A standby never acts on a request older than
+ * STALE_MS, which is well under our wait, so a request we gave up on is never adopted later and
+ * two daemons never share one socket.
  */
 export function handOver(path: string, a: Adoption, listenFd: number): Promise<number | undefined> {
   return new Promise((resolve) => {
     const sock = net.connect(path);
-    let peer = 0;
-    let sent = false;
     let reply = '';
     const finish = (pid: number | undefined) => {
       clearTimeout(timer);
       sock.destroy();
-      if (pid === undefined && sent && peer > 0) {
-        try { process.kill(peer, 'SIGKILL'); } catch { /* gone */ }
-      }
       resolve(pid);
     };
     let timer = setTimeout(() => finish(undefined), CONNECT_TIMEOUT_MS);
@@ -78,11 +77,8 @@ export function handOver(path: string, a: Adoption, listenFd: number): Promise<n
       clearTimeout(timer);
       try {
         const fd = (sock as unknown as { _handle: { fd: number } })._handle.fd;
-        const cred = native.peerCred(fd);
-        if (cred.uid !== process.geteuid?.()) return finish(undefined);
-        peer = cred.pid;
-        native.sendFd(fd, listenFd, JSON.stringify(a));
-        sent = true;
+        if (native.peerCred(fd).uid !== process.geteuid?.()) return finish(undefined);
+        native.sendFd(fd, listenFd, JSON.stringify({ kind: 'adopt', ...a }));
       } catch {
         return finish(undefined);
       }
@@ -201,12 +197,23 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
     } finally {
       for (const fd of fds) try { fs.closeSync(fd); } catch { /* ignore */ }
     }
+    if (code !== 0 && adopted) {
+      // A failed start never leaves a daemon behind; the status byte goes out first.
+      setTimeout(() => process.exit(1), 1000).unref();
+      sock.end(Buffer.from([code]), () => process.exit(1));
+      return;
+    }
     sock.end(Buffer.from([code]));
-    if (code !== 0 && adopted) process.exit(1); // a failed start never leaves a daemon behind
   };
 
   let queue: Promise<void> = Promise.resolve();
+  /** Decline a request: close what it carried and say so (the sender does the work itself). */
+  const refuse = (sock: net.Socket, fds: number[]) => {
+    for (const f of fds) try { fs.closeSync(f); } catch { /* ignore */ }
+    sock.end(JSON.stringify({ refused: true }));
+  };
   server.on('connection', (sock) => {
+    const received = Date.now();
     if (adopted) return void sock.destroy();
     let req: Request;
     let fds: number[];
@@ -228,10 +235,7 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
     queue = queue.then(async () => {
       clearTimeout(idle);
       idle = setTimeout(() => retire(), idleS * 1000);
-      if (adopted) {
-        for (const f of fds) fs.closeSync(f);
-        return void sock.destroy();
-      }
+      if (adopted || Date.now() - received > STALE_MS) return refuse(sock, fds);
       if (req.kind === 'job') {
         if (fds.length !== 3 || !Array.isArray(req.argv) || typeof req.cwd !== 'string') {
           for (const f of fds) fs.closeSync(f);
