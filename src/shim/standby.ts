@@ -163,7 +163,11 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
   /** Become the daemon of the container whose listening socket is `fd`. */
   const become = async (a: Adoption, fd: number): Promise<void> => {
     leavePost();
-    try { os.setPriority(0); } catch { /* not permitted: keep the boot priority */ }
+    // Linux nice values are per thread: lift the boot priority from every thread (V8 and libuv
+    // helpers were created during the boot and would otherwise keep it).
+    for (const tid of fs.readdirSync('/proc/self/task')) {
+      try { os.setPriority(Number(tid), 0); } catch { /* not permitted: keep the boot priority */ }
+    }
     process.chdir(a.bundle);
     await serve({ ...flags, standby: '', namespace: a.namespace, id: a.id, address: a.address, debug: a.debug, action: '' }, fd);
   };
