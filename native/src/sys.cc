@@ -176,6 +176,20 @@ Napi::Value Dup(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), nfd);
 }
 
+// dup2(oldFd, newFd): void -- e.g. the log fifo onto fd 2, so that what the
+// runtime itself prints on a fatal error reaches containerd's log. newFd keeps
+// no close-on-exec flag only for 0..2 (the standard streams); dup3 otherwise.
+Napi::Value Dup2(const Napi::CallbackInfo& info) {
+  int oldFd = ArgFd(info, 0, "oldFd");
+  int newFd = ArgFd(info, 1, "newFd");
+  int r;
+  do {
+    r = newFd <= 2 ? dup2(oldFd, newFd) : dup3(oldFd, newFd, O_CLOEXEC);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) ThrowErrno(info.Env(), errno, "dup2");
+  return info.Env().Undefined();
+}
+
 // eventfd(initval, flags): number
 Napi::Value Eventfd(const Napi::CallbackInfo& info) {
   unsigned initval = static_cast<unsigned>(
@@ -222,6 +236,7 @@ void InitSys(Napi::Env env, Napi::Object exports) {
               Napi::Function::New(env, SetNonBlocking, "setNonBlocking"));
   exports.Set("setCloexec", Napi::Function::New(env, SetCloexec, "setCloexec"));
   exports.Set("dup", Napi::Function::New(env, Dup, "dup"));
+  exports.Set("dup2", Napi::Function::New(env, Dup2, "dup2"));
   exports.Set("eventfd", Napi::Function::New(env, Eventfd, "eventfd"));
   exports.Set("setWinsize", Napi::Function::New(env, SetWinsize, "setWinsize"));
   exports.Set("getWinsize", Napi::Function::New(env, GetWinsize, "getWinsize"));

@@ -25,6 +25,7 @@ export async function serve(flags: ShimFlags, listenFd = LISTEN_FD): Promise<voi
   // whatever umask containerd (or the process that spawned a standby) had.
   process.umask(process.umask(0o022) | 0o022);
   const log = openLogger(flags.debug).child({ namespace: flags.namespace, id: flags.id });
+  stderrToLogFifo();
   process.on('uncaughtException', (err) => {
     log.fatal({ err }, 'uncaught exception');
   });
@@ -87,4 +88,22 @@ export async function serve(flags: ShimFlags, listenFd = LISTEN_FD): Promise<voi
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGPIPE', () => { /* ignored */ });
   log.info('shim started');
+}
+
+/**
+ * Point fd 2 at the log fifo, as the reference does, so that what Node itself prints on a fatal
+ * error (out of memory, an abort) reaches containerd's log. The shim never writes to fd 2 itself.
+ */
+function stderrToLogFifo(): void {
+  let fd: number;
+  try {
+    fd = fs.openSync('log', fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+  } catch {
+    return; // nobody reads the fifo (tests, manual runs): keep /dev/null
+  }
+  try {
+    if (fs.fstatSync(fd).isFIFO()) native.dup2(fd, 2);
+  } catch { /* keep /dev/null */ } finally {
+    fs.closeSync(fd);
+  }
 }

@@ -121,6 +121,7 @@ interface NativeBinding {
   setNonBlocking(fd: number, on: boolean): void;
   setCloexec(fd: number, on: boolean): void;
   dup(fd: number): number;
+  dup2(oldFd: number, newFd: number): void;
   eventfd(initval: number, flags: number): number;
   setWinsize(fd: number, rows: number, cols: number): void;
   getWinsize(fd: number): Winsize;
@@ -332,6 +333,11 @@ export function setCloexec(fd: number, on: boolean): void {
  */
 export function dup(fd: number): number {
   return native().dup(fd);
+}
+
+/** `dup2(oldFd, newFd)` (dup3 with O_CLOEXEC above fd 2): point `newFd` at `oldFd`'s file. */
+export function dup2(oldFd: number, newFd: number): void {
+  native().dup2(oldFd, newFd);
 }
 
 // ---------------------------------------------------------------------------
