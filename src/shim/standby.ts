@@ -131,6 +131,11 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
   const server = net.createServer({ pauseOnConnect: true });
   await new Promise<void>((resolve, reject) => server.listen(post, resolve).once('error', reject));
   fs.chmodSync(post, 0o600);
+  // Booted: jobs run at normal priority. Linux nice values are per thread, so lift it from
+  // every thread (V8 and libuv helpers were created during the boot and would keep it).
+  for (const tid of fs.readdirSync('/proc/self/task')) {
+    try { os.setPriority(Number(tid), 0); } catch { /* not permitted: keep the boot priority */ }
+  }
   const idleS = Number(process.env.SHIM_STANDBY_IDLE_SECONDS) || DEFAULT_IDLE_S;
   let idle = setTimeout(() => retire(), idleS * 1000);
   // Two standbys can race for one post: the one whose socket file was replaced retires.
@@ -143,6 +148,7 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
   let adopted = false;
   /** Stop being a standby: no more jobs, the post is free for the next one. */
   const leavePost = () => {
+    if (adopted) return;
     adopted = true;
     clearTimeout(idle);
     clearInterval(watch);
@@ -163,15 +169,12 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
   /** Become the daemon of the container whose listening socket is `fd`. */
   const become = async (a: Adoption, fd: number): Promise<void> => {
     leavePost();
-    // Linux nice values are per thread: lift the boot priority from every thread (V8 and libuv
-    // helpers were created during the boot and would otherwise keep it).
-    for (const tid of fs.readdirSync('/proc/self/task')) {
-      try { os.setPriority(Number(tid), 0); } catch { /* not permitted: keep the boot priority */ }
-    }
     process.chdir(a.bundle);
     await serve({ ...flags, standby: '', namespace: a.namespace, id: a.id, address: a.address, debug: a.debug, action: '' }, fd);
   };
 
+  /** What a `start` job does once its answer is out: become the daemon, refill the post. */
+  let afterReply: (() => void) | undefined;
   const runJob = async (job: Job, fds: number[], sock: net.Socket): Promise<void> => {
     const [stdin, stdout, stderr] = fds as [number, number, number];
     let code = 0;
@@ -183,9 +186,15 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
           ppid: job.ppid,
           readStdin: () => fs.readFileSync(stdin),
           launch: async (fd) => {
+            // The socket is bound and listening: containerd's dial waits in its backlog. So
+            // answer first and set the daemon up while containerd reads the address.
             const own = native.dup(fd);
-            spawnStandbyNative(post);
-            await become({ namespace: jf.namespace, id: jf.id, address: jf.address, debug: jf.debug, bundle: job.cwd }, own);
+            leavePost();
+            afterReply = () => {
+              become({ namespace: jf.namespace, id: jf.id, address: jf.address, debug: jf.debug, bundle: job.cwd }, own)
+                .catch(() => process.exit(1));
+              spawnStandbyNative(post);
+            };
             return process.pid;
           },
         });
@@ -208,6 +217,9 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
       return;
     }
     sock.end(Buffer.from([code]));
+    const then = afterReply;
+    afterReply = undefined;
+    then?.();
   };
 
   let queue: Promise<void> = Promise.resolve();

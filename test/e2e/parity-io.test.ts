@@ -128,7 +128,10 @@ const scenarios: Scenario[] = [
       const file = path.join(tmp, id, 'sub', 'dir', 'task.log');
       const pre = path.join(tmp, `${id}-pre.log`);
       fs.writeFileSync(pre, 'previous line\n');
-      const r1 = await env.run(shim, ['--rm', '--log-uri', `file://${file}`, env.image, id, 'sh', '-c', 'echo out; sleep 0.1; echo err >&2; exit 4']);
+      // The reference shares one file handle between its two copies and closes it when the first
+      // ends, so stderr written right before the exit can be lost (`error copying stderr`, seen
+      // under load): give its copy time before the exit ends the stdout copy.
+      const r1 = await env.run(shim, ['--rm', '--log-uri', `file://${file}`, env.image, id, 'sh', '-c', 'echo out; sleep 0.1; echo err >&2; sleep 0.5; exit 4']);
       assert.equal(r1.code, 4, r1.stderr);
       assert.equal(r1.stdout, '');
       const r2 = await env.run(shim, ['--rm', '--log-uri', `file://${pre}`, env.image, `${id}-2`, 'sh', '-c', 'echo appended']);
