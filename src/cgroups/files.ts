@@ -12,7 +12,7 @@
  * next to the file reads, and the parsing logic exists only once.
  */
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 
 /** Returns a file's text, or `undefined` when it is absent/unreadable. */
@@ -144,4 +144,18 @@ export function hugePageSizesFromNames(names: readonly string[]): string[] {
   }
   sizes.sort((a, b) => a.kb - b.kb);
   return sizes.map((s) => s.name);
+}
+
+let hostSizes: string[] | undefined;
+
+/** Hugepage sizes supported by this host (cached). */
+export function hostHugePageSizes(): string[] {
+  if (hostSizes === undefined) {
+    try {
+      hostSizes = hugePageSizesFromNames(readdirSync('/sys/kernel/mm/hugepages'));
+    } catch {
+      hostSizes = [];
+    }
+  }
+  return hostSizes;
 }

@@ -22,7 +22,6 @@
  * reference).
  */
 
-import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   BlkIOEntry,
@@ -40,7 +39,7 @@ import {
 import {
   type FileGetter,
   MAX_UINT32,
-  hugePageSizesFromNames,
+  hostHugePageSizes,
   parseKeyValues,
   parseUint,
   runAsync,
@@ -65,20 +64,6 @@ export interface V1ReadOptions {
 function dirOf(dirs: V1Dirs, controller: string): string | undefined {
   if (dirs instanceof Map) return dirs.get(controller);
   return (dirs as Readonly<Record<string, string | undefined>>)[controller];
-}
-
-let hostHugePageSizes: string[] | undefined;
-
-/** Hugepage sizes supported by this host (cached). */
-export function hostHugePageSizesV1(): string[] {
-  if (hostHugePageSizes === undefined) {
-    try {
-      hostHugePageSizes = hugePageSizesFromNames(readdirSync('/sys/kernel/mm/hugepages'));
-    } catch {
-      hostHugePageSizes = [];
-    }
-  }
-  return hostHugePageSizes;
 }
 
 /** Reads v1 metrics with parallel asynchronous file reads. */
@@ -147,7 +132,7 @@ export function buildV1Metrics(dirs: V1Dirs, get: FileGetter, opts: V1ReadOption
 
   const hugetlb = dirOf(dirs, 'hugetlb');
   if (hugetlb !== undefined) {
-    for (const size of opts.hugePageSizes ?? hostHugePageSizesV1()) {
+    for (const size of opts.hugePageSizes ?? hostHugePageSizes()) {
       const f = (name: string) => get(join(hugetlb, `hugetlb.${size}.${name}`));
       const usage = f('usage_in_bytes');
       const max = f('max_usage_in_bytes');

@@ -17,7 +17,6 @@
  * kernel's cgroup-v2 documentation.
  */
 
-import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   CPUStat,
@@ -30,26 +29,12 @@ import {
   PidsStat,
   RdmaStat,
 } from '../gen/cgroups/v2/metrics.js';
-import { type FileGetter, hugePageSizesFromNames, parseKeyValues, parseUint, runAsync, runSync, singleValue } from './files.js';
+import { type FileGetter, hostHugePageSizes, parseKeyValues, parseUint, runAsync, runSync, singleValue } from './files.js';
 import { parseRdma } from './v1.js';
 
 export interface V2ReadOptions {
   /** Hugepage sizes (`2MB`, `1GB`); default: from /sys/kernel/mm/hugepages. */
   hugePageSizes?: readonly string[];
-}
-
-let hostHugePageSizes: string[] | undefined;
-
-/** Hugepage sizes supported by this host (cached). */
-export function hostHugePageSizesV2(): string[] {
-  if (hostHugePageSizes === undefined) {
-    try {
-      hostHugePageSizes = hugePageSizesFromNames(readdirSync('/sys/kernel/mm/hugepages'));
-    } catch {
-      hostHugePageSizes = [];
-    }
-  }
-  return hostHugePageSizes;
 }
 
 /** Reads v2 metrics with parallel asynchronous file reads. */
@@ -135,7 +120,7 @@ export function buildV2Metrics(dir: string, get: FileGetter, opts: V2ReadOptions
     current: parseRdma(f('rdma.current') ?? ''),
     limit: parseRdma(f('rdma.max') ?? ''),
   });
-  for (const size of opts.hugePageSizes ?? hostHugePageSizesV2()) {
+  for (const size of opts.hugePageSizes ?? hostHugePageSizes()) {
     m.hugetlb.push(
       HugeTlbStat.fromPartial({
         pagesize: size,
