@@ -16,6 +16,11 @@ import type { ShimFlags } from './flags.js';
 
 const LISTEN_FD = 3;
 const PUBLISHER_DRAIN_MS = 5000;
+/**
+ * As Go's listeners (somaxconn): Node's default of 511 refuses bursts of connections (EAGAIN).
+ * For an fd, Node only takes the backlog as a positional argument.
+ */
+const BACKLOG = 4096;
 
 /** Serve on `listenFd` (fd 3 from `start`, or the socket a standby daemon was handed). */
 export async function serve(flags: ShimFlags, listenFd = LISTEN_FD): Promise<void> {
@@ -76,11 +81,11 @@ export async function serve(flags: ShimFlags, listenFd = LISTEN_FD): Promise<voi
   if (flags.socket) {
     if (flags.socket.length > 106) throw new Error('unix socket path too long (> 106)');
     fs.rmSync(flags.socket, { force: true });
-    await new Promise<void>((resolve, reject) => listener.listen(flags.socket, resolve).once('error', reject));
+    await new Promise<void>((resolve, reject) => listener.listen({ path: flags.socket, backlog: BACKLOG }, resolve).once('error', reject));
     fs.chmodSync(flags.socket, 0o600);
     ownSocket = flags.socket;
   } else {
-    await new Promise<void>((resolve, reject) => listener.listen({ fd: listenFd }, resolve).once('error', reject));
+    await new Promise<void>((resolve, reject) => listener.listen({ fd: listenFd }, BACKLOG, resolve).once('error', reject));
   }
   server.serve(listener);
 
