@@ -4,7 +4,7 @@ import { spawn, type StdioOptions } from 'node:child_process';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { listProcesses, type ProcInfo } from '../../test/support/containerd.js';
+import { argValue, listProcesses, type ProcInfo } from '../../test/support/containerd.js';
 
 export interface Timed {
   pid: number;
@@ -112,15 +112,6 @@ export function memInfo(pid: number): MemInfo | undefined {
   } catch {
     return undefined;
   }
-}
-
-export function argValue(argv: string[], name: string): string | undefined {
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === `-${name}` || a === `--${name}`) return argv[i + 1];
-    if (a.startsWith(`-${name}=`)) return a.slice(name.length + 2);
-  }
-  return undefined;
 }
 
 /**

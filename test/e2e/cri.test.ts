@@ -31,7 +31,7 @@ import {
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import {
-  fullPath, leftovers, listProcesses, mountsUnder, NOTHING_LEFT, procEnviron, shimSocketPath, startContainerd, waitFor,
+  argValue, fullPath, leftovers, listProcesses, mountsUnder, NOTHING_LEFT, procEnviron, shimSocketPath, startContainerd, waitFor,
   waitForNoLeftovers, type Containerd, type Leftovers, type ProcInfo,
 } from '../support/containerd.js';
 import { DEFAULT_IMAGE_REF, PAUSE_IMAGE_REF, ensureBusyboxImage, ensurePauseImage } from '../support/image.js';
@@ -58,16 +58,6 @@ function record(shim: ShimName, scenario: string, value: unknown): void {
 
 // ---------------------------------------------------------------------------------------------
 // helpers
-
-function argValue(argv: string[], name: string): string | undefined {
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === `-${name}` || a === `--${name}`) return argv[i + 1];
-    if (a.startsWith(`-${name}=`)) return a.slice(name.length + 2);
-    if (a.startsWith(`--${name}=`)) return a.slice(name.length + 3);
-  }
-  return undefined;
-}
 
 function readlinkOr(p: string): string {
   try {

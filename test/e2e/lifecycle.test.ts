@@ -14,6 +14,7 @@ import {
 } from '../support/containerd.js';
 import { ensureBusyboxImage } from '../support/image.js';
 import { shimsUnderTest, type ShimName } from '../support/shims.js';
+import { parseEvents } from '../support/parity.js';
 
 const TEST_TIMEOUT = 60_000;
 /** Each ctr call gets less than a test's timeout, so a hang fails with ctr's output, not a bare timeout. */
@@ -57,30 +58,6 @@ async function taskStatus(id: string): Promise<string | undefined> {
     if (task === id && pid !== undefined) return status;
   }
   return undefined;
-}
-
-interface CtrEvent {
-  timestamp: string;
-  namespace: string;
-  topic: string;
-  event: Record<string, unknown>;
-}
-
-/** Parses `ctr events` lines: `2026-11-29 18:19:23.94 +0000 UTC default /tasks/start {"container_id":..}`. */
-function parseEvents(text: string): CtrEvent[] {
-  const res: CtrEvent[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^(\S+ \S+ [+-]\d{4} \S+) (\S+) (\/\S+) ?(.*)$/.exec(line.trim());
-    if (!m) continue;
-    let event: Record<string, unknown> = {};
-    try {
-      event = m[4] ? JSON.parse(m[4]) as Record<string, unknown> : {};
-    } catch {
-      event = { unparsed: m[4] };
-    }
-    res.push({ timestamp: m[1], namespace: m[2], topic: m[3], event });
-  }
-  return res;
 }
 
 /** Starts `ctr events` and returns once it is provably subscribed (it has seen a marker event). */

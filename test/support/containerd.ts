@@ -741,7 +741,8 @@ export interface Leftovers {
   cgroups: string[];
 }
 
-function argValue(argv: string[], name: string): string | undefined {
+/** The value of a Go-style flag (`-name v`, `-name=v`, `--name v`, `--name=v`) in an argv. */
+export function argValue(argv: string[], name: string): string | undefined {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === `-${name}` || a === `--${name}`) return argv[i + 1];
