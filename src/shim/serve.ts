@@ -22,8 +22,18 @@ const PUBLISHER_DRAIN_MS = 5000;
  */
 const BACKLOG = 4096;
 
+export interface ServeOptions {
+  /**
+   * Called once when containerd is done with us for now: no RPC for QUIET_MS after the first
+   * one, or at shutdown, or QUIET_MAX_MS after serving began, whichever comes first.
+   */
+  onQuiet?: () => void;
+}
+const QUIET_MS = 50;
+const QUIET_MAX_MS = 2000;
+
 /** Serve on `listenFd` (fd 3 from `start`, or the socket a standby daemon was handed). */
-export async function serve(flags: ShimFlags, listenFd = LISTEN_FD): Promise<void> {
+export async function serve(flags: ShimFlags, listenFd = LISTEN_FD, o: ServeOptions = {}): Promise<void> {
   // The namespace names runc's root (<root>/<namespace>): it must not step elsewhere.
   if (!isValidIdentifier(flags.namespace)) throw new Error(`invalid namespace ${JSON.stringify(flags.namespace)}: invalid argument`);
   // Nothing the daemon or its runc children create (pid files, logs) may be world-writable,
@@ -50,10 +60,13 @@ export async function serve(flags: ShimFlags, listenFd = LISTEN_FD): Promise<voi
     ownSocket = socketPath(fs.readFileSync('address', 'utf8'));
   } catch { /* started by hand with -socket */ }
 
+  let quietTimer: NodeJS.Timeout | undefined;
+  let quiet = () => {};
   let shuttingDown = false;
   const shutdown = async (why: string) => {
     if (shuttingDown) return;
     shuttingDown = true;
+    quiet();
     log.info({ why }, 'shutting down');
     server.close();
     if (ownSocket) fs.rmSync(ownSocket, { force: true });
@@ -88,6 +101,16 @@ export async function serve(flags: ShimFlags, listenFd = LISTEN_FD): Promise<voi
     await new Promise<void>((resolve, reject) => listener.listen({ fd: listenFd }, BACKLOG, resolve).once('error', reject));
   }
   server.serve(listener);
+  if (o.onQuiet) {
+    const hook = o.onQuiet;
+    quiet = () => {
+      quiet = () => {};
+      clearTimeout(quietTimer);
+      hook();
+    };
+    quietTimer = setTimeout(() => quiet(), QUIET_MAX_MS).unref();
+    void server.whenQuiet(QUIET_MS).then(() => quiet());
+  }
 
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));

@@ -7,7 +7,6 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
-import { spawn } from 'node:child_process';
 import * as native from '../sys/native.js';
 import { SOCKET_DIR } from './address.js';
 import type { ShimFlags } from './flags.js';
@@ -97,17 +96,38 @@ export function handOver(path: string, a: Adoption, listenFd: number): Promise<n
   });
 }
 
-/** Leave a standby behind for the next `start` (booting at low priority, off the critical path). */
-export function spawnStandby(path: string): void {
-  const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, '-standby', path], {
-    cwd: '/',
-    detached: true,
-    stdio: 'ignore',
-    env: process.env,
+/**
+ * The daemon's environment: `start`'s plus GOMAXPROCS=4, as the reference shim sets it for its
+ * daemon (spec shim-cli.md §daemon). It reaches every runc the daemon runs, so Go's runtime in
+ * runc is sized the same under both shims.
+ */
+export function daemonEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  return { ...env, GOMAXPROCS: '4' };
+}
+
+/**
+ * Spawn a shim process (daemon or standby) the way the reference spawns its daemon: its own
+ * process group (signals to containerd's group miss it) but no new session. A new session
+ * would also mean a new scheduler autogroup, and then neither the standby's low boot priority
+ * nor runc's share of the CPU would weigh against each other or containerd as they do for the
+ * reference shim; measured, a booting standby in its own autogroup slowed `runc create` and
+ * `runc exec` by a quarter.
+ */
+export function spawnShimProcess(args: string[], o: { cwd: string; fds: number[] }): number {
+  const env = Object.entries(daemonEnv()).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`);
+  return native.spawn({
+    file: process.execPath,
+    args: [process.execPath, ...process.execArgv, process.argv[1]!, ...args],
+    env, cwd: o.cwd, fds: o.fds, setpgid: true,
   });
-  child.on('error', () => { /* best effort */ });
-  child.unref();
-  if (child.pid) try { os.setPriority(child.pid, BOOT_NICE); } catch { /* best effort */ }
+}
+
+/** Leave a standby behind for the next `start` (booting at low priority, off the critical path). */
+export function spawnStandby(post: string): void {
+  try {
+    const pid = spawnShimProcess(['-standby', post], { cwd: '/', fds: [-1, -1, -1] });
+    try { os.setPriority(pid, BOOT_NICE); } catch { /* best effort */ }
+  } catch { /* best effort: the next start spawns one */ }
 }
 
 /** A `start`/`delete` handed over by the native launcher, with its stdin/stdout/stderr. */
@@ -125,6 +145,9 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
   const { start } = await import('./start.js');
   const { deleteAction } = await import('./delete.js');
   const { parseFlags } = await import('./flags.js');
+  // Warm before taking the post: jobs then never meet cold code.
+  const { warmUp } = await import('./warmup.js');
+  await warmUp();
   fs.mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o700 });
   if (await isLive(post)) return; // another standby holds this post
   fs.rmSync(post, { force: true });
@@ -166,11 +189,17 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
 
-  /** Become the daemon of the container whose listening socket is `fd`. */
-  const become = async (a: Adoption, fd: number): Promise<void> => {
+  /**
+   * Become the daemon of the container whose listening socket is `fd`. `refill` leaves a new
+   * standby at the post once containerd is done with us for now: booting one keeps a CPU busy
+   * for ~100 ms, and beside `runc create`/`exec`/`start` it slowed them by a quarter or more
+   * (they wait for the CPUs, and for RCU grace periods that a busy CPU stretches).
+   */
+  const become = async (a: Adoption, fd: number, refill?: () => void): Promise<void> => {
     leavePost();
     process.chdir(a.bundle);
-    await serve({ ...flags, standby: '', namespace: a.namespace, id: a.id, address: a.address, debug: a.debug, action: '' }, fd);
+    await serve({ ...flags, standby: '', namespace: a.namespace, id: a.id, address: a.address, debug: a.debug, action: '' }, fd,
+      { onQuiet: refill });
   };
 
   /** What a `start` job does once its answer is out: become the daemon, refill the post. */
@@ -191,9 +220,9 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
             const own = native.dup(fd);
             leavePost();
             afterReply = () => {
-              become({ namespace: jf.namespace, id: jf.id, address: jf.address, debug: jf.debug, bundle: job.cwd }, own)
+              become({ namespace: jf.namespace, id: jf.id, address: jf.address, debug: jf.debug, bundle: job.cwd }, own,
+                () => spawnStandby(post))
                 .catch(() => process.exit(1));
-              spawnStandbyNative(post);
             };
             return process.pid;
           },
@@ -272,19 +301,6 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
       );
     }).catch(() => undefined);
   });
-}
-
-/** From inside a standby: the replacement is spawned without libuv (the daemon's reaper owns children). */
-function spawnStandbyNative(post: string): void {
-  try {
-    const env = Object.entries(process.env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`);
-    const pid = native.spawn({
-      file: process.execPath,
-      args: [process.execPath, ...process.execArgv, process.argv[1]!, '-standby', post],
-      env, cwd: '/', fds: [-1, -1, -1], setsid: true,
-    });
-    try { os.setPriority(pid, BOOT_NICE); } catch { /* best effort */ }
-  } catch { /* best effort: the next start spawns one */ }
 }
 
 function isLive(path: string): Promise<boolean> {

@@ -3,14 +3,13 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
 import * as native from '../sys/native.js';
 import { Options } from '../gen/containerd/runc/v1/runc.js';
 import { Any } from '../gen/google/protobuf/any.js';
 import { SOCKET_DIR, groupId, socketAddress, socketPath } from './address.js';
 import { OPTIONS_TYPE, typeName } from './options.js';
 import type { ShimFlags } from './flags.js';
-import { handOver, spawnStandby, standbyEnabled, standbyPath, standbyPosts } from './standby.js';
+import { handOver, spawnShimProcess, spawnStandby, standbyEnabled, standbyPath, standbyPosts } from './standby.js';
 
 const BACKLOG = 128;
 
@@ -82,17 +81,13 @@ export async function start(flags: ShimFlags, ctx: StartContext = processContext
 }
 
 function spawnDaemon(flags: ShimFlags, fd: number): number {
-  const args = [...process.execArgv, process.argv[1]!, '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
+  const args = ['-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
   if (flags.debug) args.push('-debug');
-  const child = spawn(process.execPath, args, {
-    cwd: process.cwd(),
-    detached: true, // own session and process group: survives containerd restarts
-    stdio: ['ignore', 'ignore', 'ignore', fd],
-    env: process.env,
-  });
-  child.unref();
-  if (child.pid === undefined) throw new Error('failed to start shim daemon');
-  return child.pid;
+  try {
+    return spawnShimProcess(args, { cwd: process.cwd(), fds: [-1, -1, -1, fd] });
+  } catch (e) {
+    throw new Error(`failed to start shim daemon: ${(e as Error).message}`);
+  }
 }
 
 async function listenOrJoin(sock: string): Promise<number | undefined> {

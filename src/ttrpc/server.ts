@@ -654,14 +654,31 @@ export class TtrpcServer {
     }
   }
 
+  /**
+   * Resolves once no handler has run for `quietMs` (none running, the last one finished at
+   * least that long ago), counting from the first call.
+   */
+  async whenQuiet(quietMs: number): Promise<void> {
+    for (;;) {
+      await this.drain();
+      const since = this.lastActivity === undefined ? 0 : performance.now() - this.lastActivity;
+      if (this.lastActivity !== undefined && since >= quietMs && this.inflightTotal === 0) return;
+      await new Promise((r) => setTimeout(r, Math.max(1, quietMs - since)));
+    }
+  }
+
+  private lastActivity: number | undefined;
+
   /** @internal */
   callStarted(): void {
     this.inflightTotal++;
+    this.lastActivity = performance.now();
   }
 
   /** @internal */
   callFinished(): void {
     this.inflightTotal--;
+    this.lastActivity = performance.now();
     if (this.inflightTotal === 0 && this.idleWaiters.length > 0) {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];

@@ -68,6 +68,12 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
     const err = new FifoReader(mkfifo(path.join(tmp, `${id}-stderr`)));
     try {
       const { shimPid } = await client.connect(id);
+      // Like the reference's daemon: its own process group, the caller's session (so it shares
+      // the caller's scheduler autogroup), and GOMAXPROCS=4 for the runc it runs.
+      const [, , pgrp, session] = statFields(shimPid);
+      assert.equal(pgrp, shimPid, 'own process group');
+      assert.equal(session, statFields(process.pid)[3], "containerd's session");
+      assert.ok(fs.readFileSync(`/proc/${shimPid}/environ`, 'utf8').split('\0').includes('GOMAXPROCS=4'));
       const created = await client.create({
         id, bundle,
         rootfs: [{ type: 'bind', source: rootfsSrc, target: '', options: ['rbind', 'ro'] }],
@@ -155,6 +161,13 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
       out.close(); log.close();
     }
   });
+
+  /** state, ppid, pgrp, session of a process (the fields after "(comm)" in /proc/<pid>/stat). */
+  function statFields(pid: number): [string, number, number, number] {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return [f[0]!, Number(f[1]), Number(f[2]), Number(f[3])];
+  }
 
   /** Idle standby daemons booted for this test's events endpoint. */
   function standbys(): number[] {

@@ -866,3 +866,29 @@ test("status helpers: errdefs constructors, toStatus mapping, fromStatus", () =>
   const e = fromStatus({ code: 5, message: "m" });
   assert.ok(e instanceof TtrpcError && e.code === 5 && e.message === "m");
 });
+
+test("whenQuiet(): not before the first call, not while a handler runs, then after the quiet period", async () => {
+  const g = gate();
+  const s = await startServer({
+    Slow: method(StateRequest, StateResponse, async (r) => { await g.promise; return StateResponse.fromPartial({ id: r.id }); }),
+    Echo: echo,
+  });
+  let quietAt = 0;
+  const quiet = s.server.whenQuiet(40).then(() => { quietAt = performance.now(); });
+  await sleep(80);
+  assert.equal(quietAt, 0, "no call yet: not quiet");
+  const client = await TtrpcClient.connect(s.path);
+  const slow = invoke(client, SVC, "Slow", StateRequest, StateResponse, StateRequest.fromPartial({ id: "s" }));
+  await sleep(80);
+  assert.equal(quietAt, 0, "a handler is running");
+  g.open();
+  await slow;
+  const finished = performance.now();
+  await invoke(client, SVC, "Echo", StateRequest, StateResponse, StateRequest.fromPartial({ id: "e" }));
+  const last = performance.now();
+  await quiet;
+  assert.ok(quietAt - last >= 35, `quiet ${quietAt - last} ms after the last call`);
+  assert.ok(quietAt > finished);
+  client.close();
+  await stop(s);
+});
