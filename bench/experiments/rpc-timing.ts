@@ -19,7 +19,8 @@ import { Options } from '../../src/gen/containerd/runc/v1/runc.js';
 const ITERS = Number(process.argv[2] ?? 15);
 const EXECS = Number(process.argv[3] ?? 5);
 const NS = `rpctiming${process.pid}`;
-const SHIMS = { reference: REFERENCE_SHIM, ours: OUR_SHIM } as const;
+// RPC_OURS=<path>: run another build (or a wrapper, e.g. one adding --cpu-prof) as ours.
+const SHIMS = { reference: REFERENCE_SHIM, ours: process.env.RPC_OURS || OUR_SHIM } as const;
 type Name = keyof typeof SHIMS;
 
 const samples: Record<Name, Record<string, number[]>> = { reference: {}, ours: {} };

@@ -68,6 +68,21 @@ export interface RestoreOpts {
   stdio?: Stdio;
 }
 
+let tempSeq = 0;
+
+/** Create `<dir>/<prefix>-<unique>` exclusively, mode 0600, holding `data`; returns its path. */
+export function writePrivateTemp(dir: string, prefix: string, data: string): string {
+  for (let attempt = 0; ; attempt++) {
+    const file = path.join(dir, `${prefix}-${process.pid}-${++tempSeq}-${Math.random().toString(36).slice(2, 10)}`);
+    try {
+      fs.writeFileSync(file, data, { mode: 0o600, flag: 'wx' });
+      return file;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 10) throw e;
+    }
+  }
+}
+
 /** A bounded wait for the captured output to reach EOF once runc itself has exited. */
 const OUTPUT_GRACE_MS = 1000;
 
@@ -159,18 +174,20 @@ export class Runc {
     return this.run(['start', id]);
   }
 
-  /** `runc exec --detach` with the process spec in a private temp file, removed afterwards. */
+  /**
+   * `runc exec --detach` with the process spec in a private temp file (0600, created with
+   * O_EXCL so a planted name or symlink is never followed), removed afterwards. One file, as
+   * the reference does: a temp directory cost ~1 ms more per exec on a disk-backed /tmp.
+   */
   async exec(id: string, processSpec: unknown, o: ExecOpts): Promise<void> {
-    const dir = fs.mkdtempSync(path.join(process.env.XDG_RUNTIME_DIR || os.tmpdir(), 'runc-process'));
-    const file = path.join(dir, 'process.json');
+    const file = writePrivateTemp(process.env.XDG_RUNTIME_DIR || os.tmpdir(), 'runc-process', JSON.stringify(processSpec));
     try {
-      fs.writeFileSync(file, JSON.stringify(processSpec), { mode: 0o600 });
       const a = ['exec', '--process', file];
       if (o.consoleSocket) a.push('--console-socket', o.consoleSocket);
       a.push('--detach', '--pid-file', path.resolve(o.pidFile), id);
       await this.run(a, { stdio: o.stdio });
     } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
+      try { fs.unlinkSync(file); } catch { /* already gone */ }
     }
   }
 

@@ -203,7 +203,7 @@ export class Container {
   async deleteExec(p: Process): Promise<void> {
     await p.io?.drain(IO_DRAIN_MS);
     p.io?.close();
-    fs.rmSync(path.join(this.bundle, `${p.execId}.pid`), { force: true });
+    try { fs.unlinkSync(path.join(this.bundle, `${p.execId}.pid`)); } catch { /* never written */ }
   }
 
   private async newIO(p: Process, context: string): Promise<ProcessIO> {
