@@ -124,10 +124,39 @@ export function spawnShimProcess(args: string[], o: { cwd: string; fds: number[]
 
 /** Leave a standby behind for the next `start` (booting at low priority, off the critical path). */
 export function spawnStandby(post: string): void {
+  // Held, or one already booting for it: under a burst of starts the pool is empty, and every
+  // `start` that boots Node itself would otherwise leave two more standbys booting (measured:
+  // three Node boots per container instead of one).
+  if (fs.existsSync(post) || !claimBoot(post)) return;
   try {
     const pid = spawnShimProcess(['-standby', post], { cwd: '/', fds: [-1, -1, -1] });
     try { os.setPriority(pid, BOOT_NICE); } catch { /* best effort */ }
-  } catch { /* best effort: the next start spawns one */ }
+  } catch {
+    releaseBoot(post); // best effort: the next start spawns one
+  }
+}
+
+/** A booting standby's claim on its post; younger than this, nobody else boots one for it. */
+const BOOT_CLAIM_MS = 10_000;
+
+function claimBoot(post: string): boolean {
+  const claim = `${post}.booting`;
+  try {
+    fs.writeFileSync(claim, '', { flag: 'wx', mode: 0o600 });
+    return true;
+  } catch {
+    try {
+      if (Date.now() - fs.statSync(claim).mtimeMs < BOOT_CLAIM_MS) return false;
+      fs.writeFileSync(claim, '', { mode: 0o600 }); // stale: its standby died booting
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}
+
+function releaseBoot(post: string): void {
+  try { fs.unlinkSync(`${post}.booting`); } catch { /* not claimed */ }
 }
 
 /** A `start`/`delete` handed over by the native launcher, with its stdin/stdout/stderr. */
@@ -149,10 +178,14 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
   const { warmUp } = await import('./warmup.js');
   await warmUp();
   fs.mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o700 });
-  if (await isLive(post)) return; // another standby holds this post
+  if (await isLive(post)) return releaseBoot(post); // another standby holds this post
   fs.rmSync(post, { force: true });
   const server = net.createServer({ pauseOnConnect: true });
-  await new Promise<void>((resolve, reject) => server.listen(post, resolve).once('error', reject));
+  try {
+    await new Promise<void>((resolve, reject) => server.listen(post, resolve).once('error', reject));
+  } finally {
+    releaseBoot(post);
+  }
   fs.chmodSync(post, 0o600);
   // Booted: jobs run at normal priority. Linux nice values are per thread, so lift it from
   // every thread (V8 and libuv helpers were created during the boot and would keep it).
@@ -219,9 +252,13 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
             // answer first and set the daemon up while containerd reads the address.
             const own = native.dup(fd);
             leavePost();
+            // With another standby still up, refill once containerd is quiet; with the pool
+            // empty (starts in a burst) refill now, or the next starts boot Node themselves.
+            const refillNow = !otherPostsUp(post);
+            if (refillNow) spawnStandby(post);
             afterReply = () => {
               become({ namespace: jf.namespace, id: jf.id, address: jf.address, debug: jf.debug, bundle: job.cwd }, own,
-                () => spawnStandby(post))
+                refillNow ? undefined : () => spawnStandby(post))
                 .catch(() => process.exit(1));
             };
             return process.pid;
@@ -301,6 +338,12 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
       );
     }).catch(() => undefined);
   });
+}
+
+/** Whether another post of this pool is held (its socket file exists: a standby bound it). */
+function otherPostsUp(post: string): boolean {
+  const base = post.replace(/-\d+$/, '');
+  return standbyPosts(base).some((p) => p !== post && fs.existsSync(p));
 }
 
 function isLive(path: string): Promise<boolean> {
