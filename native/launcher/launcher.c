@@ -4,8 +4,12 @@
  * Booting Node costs tens of milliseconds, paid on containerd's critical path twice per
  * container. When a standby shim daemon for this containerd and this build is up, the launcher
  * hands it the job instead (argv, cwd and its stdin/stdout/stderr over SCM_RIGHTS) and exits
- * with the job's status; everything else, and every failure to reach a standby, execs Node with
- * the shim as before. The standby does all the work in TypeScript: this file holds no policy.
+ * with the job's status. When no standby takes the job, it starts a fresh one for this job alone
+ * (a forked `node main.js -standby <post> -job-fd 3`, the job sent over a socketpair): a `start`
+ * makes it the daemon, so the container costs one Node boot instead of two (a `start` process
+ * and a separate daemon), and after a `delete` it stays on as a pool standby if a post is free.
+ * Everything else (-v, other actions, SHIM_STANDBY=0, any failure before the job is owned)
+ * execs Node with the shim as before. The TypeScript side holds all the policy.
  *
  * Usage (from bin/containerd-shim-runc-v2): shim-launcher <main.js> [shim args...]
  * Protocol: one message {"kind":"job","argv":[...],"cwd":"...","ppid":N} with fds 0,1,2;
@@ -21,10 +25,15 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #define ACCEPT_TIMEOUT_MS 3000
+/* A fresh Node process must boot before it owns the job; under load that takes a while. */
+#define DIRECT_ACCEPT_TIMEOUT_MS 20000
 #define MAX_MSG 4000
 #define POOL_SIZE 2
 
@@ -46,7 +55,7 @@ static void exec_node(int argc, char **argv) {
 
 /* Go flag syntax: returns the action (first non-flag argument) and the -address value. */
 static const char *parse(int argc, char **argv, const char **address, int *version) {
-  static const char *with_value[] = {"namespace", "id", "address", "publish-binary", "bundle", "socket", "standby", NULL};
+  static const char *with_value[] = {"namespace", "id", "address", "publish-binary", "bundle", "socket", "standby", "job-fd", NULL};
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
     if (a[0] != '-' || a[1] == '\0') return a;
@@ -130,6 +139,69 @@ static int read_byte(int fd, int timeout_ms, unsigned char *out) {
   return n == 1 ? 0 : -1;
 }
 
+/* Sends the job message with our stdin/stdout/stderr. */
+static int send_job(int sock, const char *msg, size_t len) {
+  int fds[3] = {0, 1, 2};
+  union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof fds)]; } ctl;
+  memset(&ctl, 0, sizeof ctl);
+  struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
+  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+  struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof fds);
+  memcpy(CMSG_DATA(c), fds, sizeof fds);
+  ssize_t sent;
+  do { sent = sendmsg(sock, &mh, MSG_NOSIGNAL); } while (sent < 0 && errno == EINTR);
+  return sent == (ssize_t)len ? 0 : -1;
+}
+
+/* The job's status once the standby owns it (it answered 'A'); -1 when it never took it. */
+static int await_status(int sock, int accept_timeout_ms, const char *action) {
+  unsigned char b;
+  if (read_byte(sock, accept_timeout_ms, &b) != 0 || b != 'A') return -1;
+  if (read_byte(sock, -1, &b) != 0) {
+    fprintf(stderr, "io.containerd.runc.v2: the standby shim died during %s", action);
+    return 1;
+  }
+  return b;
+}
+
+/*
+ * No standby took the job: boot one for it. The child gets /dev/null for 0-2 (it must not hold
+ * containerd's pipes once the job is done), the socketpair as fd 3, its own process group like
+ * every shim daemon, and GOMAXPROCS=4 like the reference's daemon. Returns the job's status, or
+ * -1 when the child never took the job (it is killed first, so the job runs at most once).
+ */
+static int run_direct(int argc, char **argv, const char *base, const char *msg, size_t len, const char *action) {
+  (void)argc;
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return -1;
+  char post[sizeof ((struct sockaddr_un *)0)->sun_path];
+  snprintf(post, sizeof post, "%s-0", base);
+  const char *node = getenv("SHIM_NODE");
+  if (!node || !*node) node = "node";
+  pid_t pid = fork();
+  if (pid < 0) { close(sv[0]); close(sv[1]); return -1; }
+  if (pid == 0) {
+    setpgid(0, 0);
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 || dup2(sv[1], 3) < 0) _exit(127);
+    if (syscall(SYS_close_range, 4U, ~0U, 0) != 0) {
+      for (int fd = 4; fd < 1024; fd++) close(fd);
+    }
+    setenv("GOMAXPROCS", "4", 1);
+    char *args[] = {(char *)node, "--no-warnings", argv[1], "-standby", post, "-job-fd", "3", NULL};
+    execvp(node, args);
+    _exit(127);
+  }
+  close(sv[1]);
+  int status = send_job(sv[0], msg, len) == 0 ? await_status(sv[0], DIRECT_ACCEPT_TIMEOUT_MS, action) : -1;
+  if (status < 0) kill(pid, SIGKILL);
+  close(sv[0]);
+  return status;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) { fprintf(stderr, "usage: shim-launcher <main.js> [args...]\n"); return 2; }
   const char *address = "";
@@ -149,7 +221,6 @@ int main(int argc, char **argv) {
     sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (sock >= 0 && connect(sock, (struct sockaddr *)&sa, sizeof sa) != 0) { close(sock); sock = -1; }
   }
-  if (sock < 0) exec_node(argc, argv);
 
   char cwd[PATH_MAX];
   if (!getcwd(cwd, sizeof cwd)) exec_node(argc, argv);
@@ -167,26 +238,13 @@ int main(int argc, char **argv) {
        append(msg, sizeof msg, &len, "}") == 0;
   if (!ok) exec_node(argc, argv);
 
-  int fds[3] = {0, 1, 2};
-  union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof fds)]; } ctl;
-  memset(&ctl, 0, sizeof ctl);
-  struct iovec iov = {.iov_base = msg, .iov_len = len};
-  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
-  struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof fds);
-  memcpy(CMSG_DATA(c), fds, sizeof fds);
-  ssize_t sent;
-  do { sent = sendmsg(sock, &mh, MSG_NOSIGNAL); } while (sent < 0 && errno == EINTR);
-  if (sent != (ssize_t)len) exec_node(argc, argv);
-
-  unsigned char b;
-  /* No 'A': the standby didn't take the job (busy adopting, retiring): do it ourselves. */
-  if (read_byte(sock, ACCEPT_TIMEOUT_MS, &b) != 0 || b != 'A') { close(sock); exec_node(argc, argv); }
-  if (read_byte(sock, -1, &b) != 0) {
-    fprintf(stderr, "io.containerd.runc.v2: the standby shim died during %s", action);
-    return 1;
+  if (sock >= 0) {
+    /* No 'A': the standby didn't take the job (busy adopting, retiring). */
+    int status = send_job(sock, msg, len) == 0 ? await_status(sock, ACCEPT_TIMEOUT_MS, action) : -1;
+    close(sock);
+    if (status >= 0) return status;
   }
-  return b;
+  int status = run_direct(argc, argv, base, msg, len, action);
+  if (status >= 0) return status;
+  exec_node(argc, argv);
 }

@@ -13,6 +13,8 @@ export interface ShimFlags {
   version: boolean;
   /** Internal: run as a pre-booted standby daemon listening on this control socket. */
   standby: string;
+  /** Internal, with -standby: the launcher's job arrives on this fd first. */
+  jobFd: string;
   action: string;
 }
 
@@ -24,6 +26,7 @@ const STRING_FLAGS: Record<string, keyof ShimFlags> = {
   bundle: 'bundle',
   socket: 'socket',
   standby: 'standby',
+  'job-fd': 'jobFd',
 };
 const BOOL_FLAGS: Record<string, keyof ShimFlags> = { debug: 'debug', v: 'version' };
 
@@ -37,7 +40,7 @@ function parseBool(name: string, v: string): boolean {
 
 export function parseFlags(argv: readonly string[]): ShimFlags {
   const f: ShimFlags = {
-    namespace: '', id: '', address: '', publishBinary: '', bundle: '', socket: '', standby: '',
+    namespace: '', id: '', address: '', publishBinary: '', bundle: '', socket: '', standby: '', jobFd: '',
     debug: false, version: false, action: '',
   };
   let i = 0;

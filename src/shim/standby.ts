@@ -139,7 +139,8 @@ export function spawnStandby(post: string): void {
 /** A booting standby's claim on its post; younger than this, nobody else boots one for it. */
 const BOOT_CLAIM_MS = 10_000;
 
-function claimBoot(post: string): boolean {
+/** Claim the boot of a standby for `post` (exclusive; a claim older than BOOT_CLAIM_MS is stale). */
+export function claimBoot(post: string): boolean {
   const claim = `${post}.booting`;
   try {
     fs.writeFileSync(claim, '', { flag: 'wx', mode: 0o600 });
@@ -155,8 +156,20 @@ function claimBoot(post: string): boolean {
   }
 }
 
-function releaseBoot(post: string): void {
+export function releaseBoot(post: string): void {
   try { fs.unlinkSync(`${post}.booting`); } catch { /* not claimed */ }
+}
+
+/** Claims left by standbys that died booting (any pool): past BOOT_CLAIM_MS they are litter. */
+function sweepStaleClaims(): void {
+  let names: string[];
+  try { names = fs.readdirSync(SOCKET_DIR); } catch { return; }
+  const now = Date.now();
+  for (const n of names) {
+    if (!n.startsWith('standby-') || !n.endsWith('.booting')) continue;
+    const p = `${SOCKET_DIR}/${n}`;
+    try { if (now - fs.statSync(p).mtimeMs > BOOT_CLAIM_MS) fs.unlinkSync(p); } catch { /* gone */ }
+  }
 }
 
 /** A `start`/`delete` handed over by the native launcher, with its stdin/stdout/stderr. */
@@ -166,41 +179,23 @@ type Request = ({ kind?: 'adopt' } & Adoption) | Job;
 /**
  * Standby mode: load the daemon, then wait. It runs `start`/`delete` jobs for the native
  * launcher (saving Node's boot on containerd's critical path), and on a `start` — or a socket
- * handed over by a `start` process — it becomes that container's daemon.
+ * handed over by a `start` process — it becomes that container's daemon. With `-job-fd`, the
+ * launcher found no standby and booted this one for the job on that fd: it runs it first, and
+ * after a `delete` goes on as a pool standby if a post is free.
  */
 export async function runStandby(flags: ShimFlags): Promise<void> {
-  const post = flags.standby;
   const { serve } = await import('./serve.js');
   const { start } = await import('./start.js');
   const { deleteAction } = await import('./delete.js');
   const { parseFlags } = await import('./flags.js');
-  // Warm before taking the post: jobs then never meet cold code.
-  const { warmUp } = await import('./warmup.js');
-  await warmUp();
-  fs.mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o700 });
-  if (await isLive(post)) return releaseBoot(post); // another standby holds this post
-  fs.rmSync(post, { force: true });
-  const server = net.createServer({ pauseOnConnect: true });
-  try {
-    await new Promise<void>((resolve, reject) => server.listen(post, resolve).once('error', reject));
-  } finally {
-    releaseBoot(post);
-  }
-  fs.chmodSync(post, 0o600);
-  // Booted: jobs run at normal priority. Linux nice values are per thread, so lift it from
-  // every thread (V8 and libuv helpers were created during the boot and would keep it).
-  for (const tid of fs.readdirSync('/proc/self/task')) {
-    try { os.setPriority(Number(tid), 0); } catch { /* not permitted: keep the boot priority */ }
-  }
+  const posts = standbyPosts(flags.standby.replace(/-\d+$/, ''));
   const idleS = Number(process.env.SHIM_STANDBY_IDLE_SECONDS) || DEFAULT_IDLE_S;
-  let idle = setTimeout(() => retire(), idleS * 1000);
-  // Two standbys can race for one post: the one whose socket file was replaced retires.
-  const ino = fs.statSync(post).ino;
-  const watch = setInterval(() => {
-    let cur = -1;
-    try { cur = fs.statSync(post).ino; } catch { /* removed */ }
-    if (cur !== ino) retire(false);
-  }, 5000);
+  /** The post this standby holds once it listens ('' before, and for a direct job). */
+  let post = '';
+  let server: net.Server | undefined;
+  let ino = -1;
+  let idle: NodeJS.Timeout | undefined;
+  let watch: NodeJS.Timeout | undefined;
   let adopted = false;
   /** Stop being a standby: no more jobs, the post is free for the next one. */
   const leavePost = () => {
@@ -210,32 +205,38 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
     clearInterval(watch);
     process.removeListener('SIGTERM', onSignal);
     process.removeListener('SIGINT', onSignal);
-    server.close();
-    try { if (fs.statSync(post).ino === ino) fs.rmSync(post, { force: true }); } catch { /* gone */ }
+    server?.close();
+    if (post) try { if (fs.statSync(post).ino === ino) fs.rmSync(post, { force: true }); } catch { /* gone */ }
   };
   function retire(unlink = true): void {
     if (adopted) return;
-    if (unlink) leavePost(); else { adopted = true; server.close(); }
+    if (unlink) leavePost(); else { adopted = true; server?.close(); }
     process.exit(0);
   }
   const onSignal = () => retire();
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
+  /** The post whose `.booting` claim this process holds until it listens (or exits). */
+  let claimed = flags.jobFd ? '' : flags.standby;
+  const release = () => { if (claimed) releaseBoot(claimed); claimed = ''; };
+  process.once('exit', release);
 
   /**
-   * Become the daemon of the container whose listening socket is `fd`. `refill` leaves a new
-   * standby at the post once containerd is done with us for now: booting one keeps a CPU busy
-   * for ~100 ms, and beside `runc create`/`exec`/`start` it slowed them by a quarter or more
-   * (they wait for the CPUs, and for RCU grace periods that a busy CPU stretches).
+   * Become the daemon of the container whose listening socket is `fd`. `refill` leaves new
+   * standbys at the free posts once containerd is done with us for now: booting one keeps a
+   * CPU busy for ~100 ms, and beside `runc create`/`exec`/`start` it slowed them by a quarter
+   * or more (they wait for the CPUs, and for RCU grace periods that a busy CPU stretches).
    */
   const become = async (a: Adoption, fd: number, refill?: () => void): Promise<void> => {
     leavePost();
     process.chdir(a.bundle);
-    await serve({ ...flags, standby: '', namespace: a.namespace, id: a.id, address: a.address, debug: a.debug, action: '' }, fd,
+    await serve({ ...flags, standby: '', jobFd: '', namespace: a.namespace, id: a.id, address: a.address, debug: a.debug, action: '' }, fd,
       { onQuiet: refill });
   };
+  /** A standby for every free post (spawnStandby skips held posts and ones already booting). */
+  const refill = () => { for (const p of posts) spawnStandby(p); };
 
-  /** What a `start` job does once its answer is out: become the daemon, refill the post. */
+  /** What a `start` job does once its answer is out: become the daemon, refill the pool. */
   let afterReply: (() => void) | undefined;
   const runJob = async (job: Job, fds: number[], sock: net.Socket): Promise<void> => {
     const [stdin, stdout, stderr] = fds as [number, number, number];
@@ -254,11 +255,11 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
             leavePost();
             // With another standby still up, refill once containerd is quiet; with the pool
             // empty (starts in a burst) refill now, or the next starts boot Node themselves.
-            const refillNow = !otherPostsUp(post);
-            if (refillNow) spawnStandby(post);
+            const poolUp = posts.some((p) => fs.existsSync(p));
+            if (!poolUp) refill();
             afterReply = () => {
               become({ namespace: jf.namespace, id: jf.id, address: jf.address, debug: jf.debug, bundle: job.cwd }, own,
-                refillNow ? undefined : () => spawnStandby(post))
+                poolUp ? refill : undefined)
                 .catch(() => process.exit(1));
             };
             return process.pid;
@@ -294,14 +295,13 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
     for (const f of fds) try { fs.closeSync(f); } catch { /* ignore */ }
     sock.end(JSON.stringify({ refused: true }));
   };
-  server.on('connection', (sock) => {
-    const received = Date.now();
-    if (adopted) return void sock.destroy();
+  /** Take one request (its message and fds) from the socket `fd`, then handle it in turn. */
+  const handle = (sock: net.Socket, fd: number, received: number): Promise<void> => {
+    if (adopted) return Promise.resolve(void sock.destroy());
     let req: Request;
     let fds: number[];
     try {
-      const fd = (sock as unknown as { _handle: { fd: number } })._handle.fd;
-      if (native.peerCred(fd).uid !== process.geteuid?.()) return void sock.destroy();
+      if (native.peerCred(fd).uid !== process.geteuid?.()) return Promise.resolve(void sock.destroy());
       const msg = native.recvFd(fd, ADOPT_TIMEOUT_MS, 0);
       fds = msg.fds;
       try {
@@ -311,12 +311,14 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
         throw e;
       }
     } catch {
-      return void sock.destroy();
+      return Promise.resolve(void sock.destroy());
     }
     // One job at a time; a job that finds the standby adopted is refused (the caller does it).
     queue = queue.then(async () => {
-      clearTimeout(idle);
-      idle = setTimeout(() => retire(), idleS * 1000);
+      if (idle) {
+        clearTimeout(idle);
+        idle = setTimeout(() => retire(), idleS * 1000);
+      }
       if (adopted || Date.now() - received > STALE_MS) return refuse(sock, fds);
       if (req.kind === 'job') {
         if (fds.length !== 3 || !Array.isArray(req.argv) || typeof req.cwd !== 'string') {
@@ -337,13 +339,57 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
         () => process.exit(1),
       );
     }).catch(() => undefined);
-  });
-}
+    return queue;
+  };
 
-/** Whether another post of this pool is held (its socket file exists: a standby bound it). */
-function otherPostsUp(post: string): boolean {
-  const base = post.replace(/-\d+$/, '');
-  return standbyPosts(base).some((p) => p !== post && fs.existsSync(p));
+  if (flags.jobFd) {
+    // The launcher's job, before anything else (the warm-up waits: containerd does not).
+    const fd = Number(flags.jobFd);
+    const sock = new net.Socket({ fd, readable: false, writable: true });
+    sock.on('error', () => undefined);
+    const closed = new Promise<void>((resolve) => { sock.once('close', () => resolve()); setTimeout(resolve, 1000).unref(); });
+    await handle(sock, fd, Date.now());
+    if (adopted) return; // a `start`: this is the daemon now
+    await closed;
+    process.chdir('/'); // the job's bundle must not stay pinned by our cwd
+    const free = posts.find((p) => !fs.existsSync(p) && claimBoot(p));
+    if (!free) return process.exit(0);
+    post = claimed = free;
+  } else {
+    post = flags.standby;
+  }
+
+  // Warm before taking the post: jobs then never meet cold code.
+  const { warmUp } = await import('./warmup.js');
+  await warmUp();
+  fs.mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o700 });
+  if (await isLive(post)) return process.exit(0); // another standby holds this post
+  fs.rmSync(post, { force: true });
+  server = net.createServer({ pauseOnConnect: true });
+  try {
+    await new Promise<void>((resolve, reject) => server!.listen(post, resolve).once('error', reject));
+  } finally {
+    release();
+  }
+  fs.chmodSync(post, 0o600);
+  sweepStaleClaims();
+  // Booted: jobs run at normal priority. Linux nice values are per thread, so lift it from
+  // every thread (V8 and libuv helpers were created during the boot and would keep it).
+  for (const tid of fs.readdirSync('/proc/self/task')) {
+    try { os.setPriority(Number(tid), 0); } catch { /* not permitted: keep the boot priority */ }
+  }
+  idle = setTimeout(() => retire(), idleS * 1000);
+  // Two standbys can race for one post: the one whose socket file was replaced retires.
+  ino = fs.statSync(post).ino;
+  watch = setInterval(() => {
+    let cur = -1;
+    try { cur = fs.statSync(post).ino; } catch { /* removed */ }
+    if (cur !== ino) retire(false);
+  }, 5000);
+  server.on('connection', (sock: net.Socket) => {
+    const fd = (sock as unknown as { _handle: { fd: number } })._handle.fd;
+    void handle(sock, fd, Date.now());
+  });
 }
 
 function isLive(path: string): Promise<boolean> {

@@ -34,7 +34,7 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
   });
 
   after(async () => {
-    for (const pid of standbys()) process.kill(pid, 'SIGTERM');
+    await stopStandbys(standbys());
     await events.close();
     // Whatever a failed test left mounted must not stay behind.
     for (const m of mountedUnder(tmp).sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);
@@ -169,6 +169,27 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
     return [f[0]!, Number(f[1]), Number(f[2]), Number(f[3])];
   }
 
+  /**
+   * SIGTERM standbys and wait for them; one killed while still booting leaves its post's
+   * `.booting` claim behind (a later standby sweeps it after 10 s; the test does not wait).
+   * Resolves whether each one exited.
+   */
+  async function stopStandbys(pids: number[]): Promise<boolean[]> {
+    const posts = new Set<string>();
+    const gone: boolean[] = [];
+    for (const pid of pids) {
+      try {
+        const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        const post = argv[argv.indexOf('-standby') + 1];
+        if (post) for (const n of [0, 1]) posts.add(`${post.replace(/-\d+$/, '')}-${n}`);
+        process.kill(pid, 'SIGTERM');
+      } catch { /* gone */ }
+      gone.push(await waitGone(pid, 5000));
+    }
+    for (const p of posts) fs.rmSync(`${p}.booting`, { force: true });
+    return gone;
+  }
+
   /** Idle standby daemons booted for this test's events endpoint. */
   function standbys(): number[] {
     const out: number[] = [];
@@ -214,10 +235,43 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
       assert.ok(await waitGone(pidB), 'the adopted daemon exits after Shutdown like any other');
     } finally {
       ca.close(); cb.close(); a.log.close(); b.log.close();
-      for (const pid of fresh()) {
-        process.kill(pid, 'SIGTERM');
-        assert.ok(await waitGone(pid), 'an idle standby retires on SIGTERM');
-      }
+      for (const ok of await stopStandbys(fresh())) assert.ok(ok, 'an idle standby retires on SIGTERM');
     }
+  });
+  test('with no standby up, the launcher boots one for the job: a start makes it the daemon, a delete leaves it as a pool standby', T_OPTS, async () => {
+    const argvOf = (pid: number) => fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    const earlier = new Set(standbys());
+    // A containerd address of its own: its pool is empty.
+    const a = bundleFor('c5', ['sh', '-c', 'exit 0']);
+    const addr = await startShim('c5', a.bundle, path.join(tmp, 'containerd-direct.sock'));
+    const c = await TaskClient.connect(addr, NS);
+    try {
+      const pid = (await c.connect('c5')).shimPid;
+      assert.ok(argvOf(pid).includes('-job-fd'), 'the daemon is the Node process booted for this start');
+      assert.equal(fs.readlinkSync(`/proc/${pid}/cwd`), a.bundle);
+      await c.create({ id: 'c5', bundle: a.bundle, rootfs: [{ type: 'bind', source: rootfsSrc, target: '', options: ['rbind', 'ro'] }] });
+      await c.start('c5');
+      assert.equal((await c.wait('c5')).exitStatus, 0);
+      await c.delete('c5');
+      await c.shutdown('c5').catch(() => undefined);
+      assert.ok(await waitGone(pid));
+    } finally {
+      c.close(); a.log.close();
+    }
+    // Another empty pool, and a `delete`: the process booted for it stays as a standby.
+    const b = bundleFor('c6', ['true']);
+    fs.writeFileSync(path.join(b.bundle, 'runtime'), ''); // as Create leaves it (`runc`)
+    const grpc2 = path.join(tmp, 'containerd-direct2.sock');
+    const d = await runShim(['-namespace', NS, '-address', grpc2, '-publish-binary', '/usr/bin/containerd', '-id', 'c6', '-bundle', b.bundle, 'delete'], { cwd: b.bundle, env });
+    b.log.close();
+    assert.equal(d.code, 0, d.stderr);
+    assert.equal(DeleteResponse.decode(d.stdout).exitStatus, 137);
+    const deadline = Date.now() + 20_000;
+    let kept: number[] = [];
+    while (Date.now() < deadline && (kept = standbys().filter((p) => !earlier.has(p) && argvOf(p).includes('-job-fd'))).length === 0) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(kept.length, 1, 'the delete job\'s process went on as a standby (cwd /, not the bundle)');
+    for (const ok of await stopStandbys(standbys().filter((p) => !earlier.has(p)))) assert.ok(ok);
   });
 });

@@ -638,7 +638,9 @@ class Instance implements Containerd {
         } catch { /* no address file */ }
       }
     }
-    for (const s of [...sockets, ...posts]) rmSync(s, { force: true });
+    // A standby killed while booting leaves its post's `.booting` claim; the pool's posts are <base>-<n>.
+    const pool = [...posts].flatMap((p) => [0, 1].map((n) => `${p.replace(/-\d+$/, '')}-${n}`));
+    for (const s of [...sockets, ...pool, ...pool.map((p) => `${p}.booting`)]) rmSync(s, { force: true });
     // 4. Runc state dirs of tracked ids (runc delete normally removed them), and their cgroups
     //    (ctr puts a container in /<ns>/<id> of each hierarchy; rmdir fails harmlessly if busy).
     for (const { namespace, id } of tasks) {

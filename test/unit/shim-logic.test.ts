@@ -120,3 +120,44 @@ test('identifiers: no path traversal or separators', () => {
   assert.equal(isValidIdentifier('abc-1.2_3'), true);
   for (const bad of ['', '..', '../x', 'a/b', '.a', 'a..b', 'a'.repeat(77), 'a b']) assert.equal(isValidIdentifier(bad), false, bad);
 });
+
+test('standby boot claims: one claimant per post, a stale claim is taken over, release frees it', async () => {
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const { claimBoot, releaseBoot } = await import('../../src/shim/standby.js');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'claims-'));
+  try {
+    const post = path.join(dir, 'standby-x-0');
+    assert.equal(claimBoot(post), true);
+    assert.equal(claimBoot(post), false, 'a fresh claim holds');
+    const old = new Date(Date.now() - 60_000);
+    fs.utimesSync(`${post}.booting`, old, old);
+    assert.equal(claimBoot(post), true, 'a claim older than the boot limit is stale');
+    releaseBoot(post);
+    assert.equal(fs.existsSync(`${post}.booting`), false);
+    assert.equal(claimBoot(post), true);
+    releaseBoot(post);
+    releaseBoot(post); // idempotent
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('writePrivateTemp: exclusive 0600 files with distinct names', async () => {
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const { writePrivateTemp } = await import('../../src/runc/runc.js');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ptmp-'));
+  try {
+    const a = writePrivateTemp(dir, 'runc-process', '{"a":1}');
+    const b = writePrivateTemp(dir, 'runc-process', '{}');
+    assert.notEqual(a, b);
+    assert.equal(fs.readFileSync(a, 'utf8'), '{"a":1}');
+    assert.equal(fs.statSync(a).mode & 0o777, 0o600);
+    assert.match(path.basename(a), /^runc-process-\d+-\d+-[0-9a-z]+$/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
