@@ -3,9 +3,13 @@
 // and flag parsing while containerd waits for its first RPCs (measured: Connect took 6 ms
 // against the reference's 2.7, a `delete` job 3-5 ms before it reached runc). A standby runs
 // that code once while it boots, off the critical path: every Task message and event through
-// its codec, and a real ttrpc round trip and event publication over an abstract unix socket.
-// Nothing here touches a container, the filesystem or the process's state.
+// its codec, and a real ttrpc round trip and event publication over a unix socket in the
+// shims' private directory (0700; a path socket, never an abstract one, and peer-checked).
+// Nothing here touches a container or the process's state.
+import fs from 'node:fs';
 import net from 'node:net';
+import * as native from '../sys/native.js';
+import { SOCKET_DIR } from './address.js';
 import * as T from '../gen/containerd/task/v2/shim.js';
 import * as E from '../gen/containerd/events/task.js';
 import { Options } from '../gen/containerd/runc/v1/runc.js';
@@ -59,9 +63,17 @@ const stubService = {
 } as unknown as TaskService;
 
 /** One ttrpc round trip per kind of reply, and one published event, over a private socket. */
-export async function warmTtrpc(): Promise<void> {
-  const address = `\0containerd-shim-warmup-${process.pid}`;
-  const server = new TtrpcServer();
+export async function warmTtrpc(dir = SOCKET_DIR): Promise<void> {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const address = `${dir}/warmup-${process.pid}`;
+  fs.rmSync(address, { force: true });
+  const uid = process.geteuid?.() ?? 0;
+  const server = new TtrpcServer({
+    authorize: (sock: net.Socket) => {
+      const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+      return fd !== undefined && fd >= 0 && native.peerCred(fd).uid === uid;
+    },
+  });
   registerTaskService(server, stubService);
   server.register('containerd.services.events.ttrpc.v1.Events', {
     Forward: method(ForwardRequest, Empty, () => ({})),
@@ -86,6 +98,7 @@ export async function warmTtrpc(): Promise<void> {
     server.close();
     server.shutdown();
     await new Promise<void>((resolve) => listener.close(() => resolve()));
+    fs.rmSync(address, { force: true });
   }
 }
 

@@ -3,6 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { warmCodecs, warmTtrpc, warmUp } from '../../src/shim/warmup.js';
 
 function openSockets(): number {
@@ -15,12 +17,18 @@ test('warmCodecs runs every Task message, event and the runc options through its
   assert.ok(warmCodecs() >= 40, 'all the Task API and event messages');
 });
 
-test('warmTtrpc: a round trip and an event over an abstract socket, twice, leaving no socket open', async () => {
-  const before = openSockets();
-  await warmTtrpc();
-  await warmTtrpc();
-  await new Promise((r) => setTimeout(r, 50));
-  assert.equal(openSockets(), before);
+test('warmTtrpc: a round trip and an event over a private path socket, twice, leaving no socket open or behind', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'warm-'));
+  try {
+    const before = openSockets();
+    await warmTtrpc(dir);
+    await warmTtrpc(dir);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(openSockets(), before);
+    assert.deepEqual(fs.readdirSync(dir), [], 'the socket file is removed');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('warmUp never throws', async () => {
