@@ -22,6 +22,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -33,6 +34,10 @@
 #include <cstring>
 #include <string>
 #include <vector>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
 
 #ifndef SYS_close_range
 #define SYS_close_range 436
@@ -380,8 +385,40 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// waitChild(pid, timeoutMs): number | null -- blocks until our child `pid`
+// exits and reaps it: its status (exit code, or 128 + signal), or null after
+// timeoutMs (the child is still running and still ours to wait for). Only for
+// processes without the reaper thread, which owns every wait once it runs.
+Napi::Value WaitChild(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber())
+    throw Napi::TypeError::New(env, "waitChild(pid, timeoutMs)");
+  if (ReaperRunning()) throw Napi::Error::New(env, "waitChild: the reaper owns waiting");
+  pid_t pid = info[0].As<Napi::Number>().Int32Value();
+  int64_t timeoutMs = info[1].As<Napi::Number>().Int64Value();
+  long pidfd = syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd < 0) ThrowErrno(env, errno, "pidfd_open");
+  struct pollfd p = {static_cast<int>(pidfd), POLLIN, 0};
+  int r;
+  do {
+    r = poll(&p, 1, timeoutMs < 0 ? -1 : static_cast<int>(timeoutMs));
+  } while (r < 0 && errno == EINTR);
+  int pollErr = errno;
+  close(static_cast<int>(pidfd));
+  if (r < 0) ThrowErrno(env, pollErr, "poll");
+  if (r == 0) return env.Null();
+  siginfo_t si;
+  std::memset(&si, 0, sizeof si);
+  while (waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED) != 0) {
+    if (errno != EINTR) ThrowErrno(env, errno, "waitid");
+  }
+  int status = si.si_code == CLD_EXITED ? si.si_status : 128 + si.si_status;
+  return Napi::Number::New(env, status);
+}
+
 void InitSpawn(Napi::Env env, Napi::Object exports) {
   exports.Set("spawn", Napi::Function::New(env, Spawn, "spawn"));
+  exports.Set("waitChild", Napi::Function::New(env, WaitChild, "waitChild"));
 }
 
 }  // namespace shim

@@ -25,7 +25,8 @@ const BACKLOG = 4096;
 export interface ServeOptions {
   /**
    * Called once when containerd is done with us for now: no RPC for QUIET_MS after the first
-   * one, or at shutdown, or QUIET_MAX_MS after serving began, whichever comes first.
+   * one, or QUIET_MAX_MS after serving began, whichever comes first. Not at shutdown: the
+   * `delete` action follows at once (the standby that runs it refills the pool after it).
    */
   onQuiet?: () => void;
 }
@@ -60,13 +61,10 @@ export async function serve(flags: ShimFlags, listenFd = LISTEN_FD, o: ServeOpti
     ownSocket = socketPath(fs.readFileSync('address', 'utf8'));
   } catch { /* started by hand with -socket */ }
 
-  let quietTimer: NodeJS.Timeout | undefined;
-  let quiet = () => {};
   let shuttingDown = false;
   const shutdown = async (why: string) => {
     if (shuttingDown) return;
     shuttingDown = true;
-    quiet();
     log.info({ why }, 'shutting down');
     server.close();
     if (ownSocket) fs.rmSync(ownSocket, { force: true });
@@ -103,13 +101,15 @@ export async function serve(flags: ShimFlags, listenFd = LISTEN_FD, o: ServeOpti
   server.serve(listener);
   if (o.onQuiet) {
     const hook = o.onQuiet;
-    quiet = () => {
-      quiet = () => {};
-      clearTimeout(quietTimer);
+    let fired = false;
+    const quiet = () => {
+      if (fired || shuttingDown) return;
+      fired = true;
+      clearTimeout(timer);
       hook();
     };
-    quietTimer = setTimeout(() => quiet(), QUIET_MAX_MS).unref();
-    void server.whenQuiet(QUIET_MS).then(() => quiet());
+    const timer = setTimeout(quiet, QUIET_MAX_MS).unref();
+    void server.whenQuiet(QUIET_MS).then(quiet);
   }
 
   process.on('SIGTERM', () => void shutdown('SIGTERM'));

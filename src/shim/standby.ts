@@ -241,8 +241,10 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
   const runJob = async (job: Job, fds: number[], sock: net.Socket): Promise<void> => {
     const [stdin, stdout, stderr] = fds as [number, number, number];
     let code = 0;
+    let isDelete = false;
     try {
       const jf = parseFlags(job.argv);
+      isDelete = jf.action === 'delete';
       if (jf.action === 'start') {
         const address = await start(jf, {
           cwd: job.cwd,
@@ -287,6 +289,9 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
     const then = afterReply;
     afterReply = undefined;
     then?.();
+    // A `delete` ends a container's teardown: the moment to refill a post its daemon left
+    // (a process booted for this job takes a post itself first, see below).
+    if (isDelete && post) refill();
   };
 
   let queue: Promise<void> = Promise.resolve();
@@ -355,6 +360,7 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
     const free = posts.find((p) => !fs.existsSync(p) && claimBoot(p));
     if (!free) return process.exit(0);
     post = claimed = free;
+    refill(); // the other posts
   } else {
     post = flags.standby;
   }

@@ -20,6 +20,9 @@ import { Empty } from '../events/empty.js';
 import { registerTaskService } from './task-ttrpc.js';
 import type { TaskService } from './service.js';
 import { parseFlags } from './flags.js';
+import { deleteAction } from './delete.js';
+import os from 'node:os';
+import path from 'node:path';
 import { now } from './time.js';
 
 type Codec = { encode(m: unknown): { finish(): Uint8Array }; decode(b: Uint8Array): unknown; fromPartial(o: object): unknown };
@@ -102,12 +105,30 @@ export async function warmTtrpc(dir = SOCKET_DIR): Promise<void> {
   }
 }
 
-/** Everything above plus flag parsing; failures only mean a colder standby. */
+/**
+ * The `delete` action end to end on a scratch bundle whose runtime is /bin/true: flag parsing,
+ * the options files, the synchronous spawn, the mount table scan, the DeleteResponse.
+ */
+export function warmDelete(): void {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shim-warmup-'));
+  try {
+    const bundle = path.join(dir, 'w');
+    fs.mkdirSync(bundle, { mode: 0o700 });
+    fs.writeFileSync(path.join(bundle, 'runtime'), '/bin/true');
+    fs.writeFileSync(path.join(bundle, 'options.json'), JSON.stringify({ root: path.join(dir, 'root') }));
+    const flags = parseFlags(['-namespace', 'w', '-address', '/w', '-publish-binary', '/w', '-id', 'w', '-bundle', bundle, 'delete']);
+    deleteAction(flags, () => undefined, bundle);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Everything above; failures only mean a colder standby. */
 export async function warmUp(): Promise<void> {
   try {
     warmCodecs();
-    parseFlags(['-namespace', 'w', '-address', '/w', '-publish-binary', '/w', '-id', 'w', '-bundle', '/w', 'delete']);
     now();
+    warmDelete();
     await warmTtrpc();
   } catch { /* best effort */ }
 }

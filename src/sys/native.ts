@@ -104,6 +104,7 @@ interface NativeBinding {
   constants: Record<string, number>;
   startReaper(): number;
   spawn(opts: SpawnOptions): number;
+  waitChild(pid: number, timeoutMs: number): number | null;
   prctl(option: number, arg2?: number, arg3?: number, arg4?: number, arg5?: number): number;
   pipe(): [number, number];
   pidfdOpen(pid: number): number;
@@ -290,6 +291,16 @@ export interface SpawnOptions {
  */
 export function spawn(opts: SpawnOptions): number {
   return native().spawn(opts);
+}
+
+/**
+ * Blocks until the child `pid` (spawned by {@link spawn}) exits, reaps it and returns its
+ * status (exit code, or 128 + signal); null when `timeoutMs` passed first (it is still
+ * running, still to be waited for). Only without the reaper thread (the `delete` action, a
+ * standby's jobs): once the reaper runs it owns every wait, and this throws.
+ */
+export function waitChild(pid: number, timeoutMs: number): number | null {
+  return native().waitChild(pid, timeoutMs);
 }
 
 // ---------------------------------------------------------------------------

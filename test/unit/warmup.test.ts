@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { warmCodecs, warmTtrpc, warmUp } from '../../src/shim/warmup.js';
+import { warmCodecs, warmDelete, warmTtrpc, warmUp } from '../../src/shim/warmup.js';
 
 function openSockets(): number {
   return fs.readdirSync('/proc/self/fd').filter((fd) => {
@@ -29,6 +29,12 @@ test('warmTtrpc: a round trip and an event over a private path socket, twice, le
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('warmDelete runs the delete action on a scratch bundle and removes it', () => {
+  const before = fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('shim-warmup-')).length;
+  warmDelete();
+  assert.equal(fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('shim-warmup-')).length, before);
 });
 
 test('warmUp never throws', async () => {
