@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf dist/shim
 node_modules/.bin/esbuild dist/src/shim/main.js --bundle --splitting --format=esm --platform=node \
-  --target=node20 --outdir=dist/shim --log-level=warning \
+  --target=node20 --outdir=dist/shim --log-level=warning --minify-whitespace --minify-syntax --legal-comments=none \
   --banner:js="import { createRequire as __shimCreateRequire } from 'node:module'; const require = __shimCreateRequire(import.meta.url);"
