@@ -170,7 +170,7 @@ static int await_status(int sock, int accept_timeout_ms, const char *action) {
 /*
  * No standby took the job: boot one for it. The child gets /dev/null for 0-2 (it must not hold
  * containerd's pipes once the job is done), the socketpair as fd 3, its own process group like
- * every shim daemon, and GOMAXPROCS=4 like the reference's daemon. Returns the job's status, or
+ * every shim daemon, GOMAXPROCS=4 like the reference's daemon, and one malloc arena. Returns the job's status, or
  * -1 when the child never took the job (it is killed first, so the job runs at most once).
  */
 static int run_direct(int argc, char **argv, const char *base, const char *msg, size_t len, const char *action) {
@@ -191,6 +191,11 @@ static int run_direct(int argc, char **argv, const char *base, const char *msg, 
       for (int fd = 4; fd < 1024; fd++) close(fd);
     }
     setenv("GOMAXPROCS", "4", 1);
+    /* As daemonEnv() in src/shim/standby.ts: one malloc arena unless containerd chose. */
+    if (!getenv("MALLOC_ARENA_MAX")) {
+      setenv("MALLOC_ARENA_MAX", "1", 1);
+      setenv("SHIM_SET_MALLOC_ARENA_MAX", "1", 1);
+    }
     char *args[] = {(char *)node, "--no-warnings", argv[1], "-standby", post, "-job-fd", "3", NULL};
     execvp(node, args);
     _exit(127);

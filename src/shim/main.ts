@@ -28,7 +28,8 @@ async function main(): Promise<void> {
     return;
   }
   if (flags.standby) {
-    const { runStandby } = await import('./standby.js');
+    const { runStandby, scrubMallocEnv } = await import('./standby.js');
+    scrubMallocEnv();
     return runStandby(flags);
   }
   if (!flags.namespace) fail('shim namespace cannot be empty');
@@ -48,6 +49,8 @@ async function main(): Promise<void> {
     }
     // eslint-disable-next-line no-fallthrough
     default: {
+      const { scrubMallocEnv } = await import('./standby.js');
+      scrubMallocEnv();
       const { serve } = await import('./serve.js');
       await serve(flags);
     }

@@ -161,3 +161,16 @@ test('writePrivateTemp: exclusive 0600 files with distinct names', async () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("daemon environment: GOMAXPROCS=4 always; one malloc arena unless containerd chose, forgotten after exec", async () => {
+  const { daemonEnv, scrubMallocEnv } = await import('../../src/shim/standby.js');
+  const e = daemonEnv({ PATH: '/bin', GOMAXPROCS: '2' });
+  assert.equal(e.GOMAXPROCS, '4');
+  assert.equal(e.MALLOC_ARENA_MAX, '1');
+  scrubMallocEnv(e);
+  assert.deepEqual(e, { PATH: '/bin', GOMAXPROCS: '4' });
+  const own = daemonEnv({ MALLOC_ARENA_MAX: '8' });
+  assert.equal(own.MALLOC_ARENA_MAX, '8');
+  scrubMallocEnv(own);
+  assert.equal(own.MALLOC_ARENA_MAX, '8', "containerd's own setting stays");
+});
