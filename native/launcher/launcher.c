@@ -74,7 +74,7 @@ static const char *parse(int argc, char **argv, const char **address, int *versi
   return "";
 }
 
-/* FNV-1a 64: the same key the TypeScript side computes (src/shim/standby.ts). */
+/* FNV-1a 64: the same key the TypeScript side computes (src/shim/pool.ts). */
 static uint64_t fnv(uint64_t h, const char *s, size_t n) {
   for (size_t i = 0; i < n; i++) { h ^= (unsigned char)s[i]; h *= 0x100000001b3ULL; }
   return h;
@@ -191,7 +191,7 @@ static int run_direct(int argc, char **argv, const char *base, const char *msg, 
       for (int fd = 4; fd < 1024; fd++) close(fd);
     }
     setenv("GOMAXPROCS", "4", 1);
-    /* As daemonEnv() in src/shim/standby.ts: one malloc arena unless containerd chose. */
+    /* As daemonEnv() in src/shim/pool.ts: one malloc arena unless containerd chose. */
     if (!getenv("MALLOC_ARENA_MAX")) {
       setenv("MALLOC_ARENA_MAX", "1", 1);
       setenv("SHIM_SET_MALLOC_ARENA_MAX", "1", 1);
@@ -216,7 +216,7 @@ int main(int argc, char **argv) {
       (getenv("SHIM_STANDBY") && strcmp(getenv("SHIM_STANDBY"), "0") == 0))
     exec_node(argc, argv);
 
-  /* The pool's posts, tried in order (POOL_SIZE in src/shim/standby.ts). */
+  /* The pool's posts, tried in order (POOL_SIZE in src/shim/pool.ts). */
   char base[sizeof ((struct sockaddr_un *)0)->sun_path - 4];
   if (standby_path(argv[1], address, base, sizeof base) != 0) exec_node(argc, argv);
   int sock = -1;

@@ -28,8 +28,9 @@ async function main(): Promise<void> {
     return;
   }
   if (flags.standby) {
-    const { runStandby, scrubMallocEnv } = await import('./standby.js');
+    const { scrubMallocEnv } = await import('./pool.js');
     scrubMallocEnv();
+    const { runStandby } = await import('./standby.js');
     return runStandby(flags);
   }
   if (!flags.namespace) fail('shim namespace cannot be empty');
@@ -49,7 +50,7 @@ async function main(): Promise<void> {
     }
     // eslint-disable-next-line no-fallthrough
     default: {
-      const { scrubMallocEnv } = await import('./standby.js');
+      const { scrubMallocEnv } = await import('./pool.js');
       scrubMallocEnv();
       const { serve } = await import('./serve.js');
       await serve(flags);

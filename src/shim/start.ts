@@ -9,7 +9,8 @@ import { Any } from '../gen/google/protobuf/any.js';
 import { SOCKET_DIR, groupId, socketAddress, socketPath } from './address.js';
 import { OPTIONS_TYPE, typeName } from './options.js';
 import type { ShimFlags } from './flags.js';
-import { handOver, spawnShimProcess, spawnStandby, standbyEnabled, standbyPath, standbyPosts } from './standby.js';
+import { handOver } from './standby.js';
+import { spawnShimProcess, spawnStandby, standbyEnabled, standbyPath, standbyPosts } from './pool.js';
 
 const BACKLOG = 128;
 

@@ -13,7 +13,7 @@ import { Status } from '../../src/gen/containerd/types/task.js';
 import { DeleteResponse } from '../../src/gen/containerd/task/v2/shim.js';
 import * as E from '../../src/gen/containerd/events/task.js';
 import { Code } from '../../src/ttrpc/index.js';
-import { POOL_SIZE } from '../../src/shim/standby.js';
+import { POOL_SIZE } from '../../src/shim/pool.js';
 
 const NS = `shimtest${process.pid}`;
 const T_OPTS = { timeout: 60_000 };

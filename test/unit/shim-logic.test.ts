@@ -125,7 +125,7 @@ test('standby boot claims: one claimant per post, a stale claim is taken over, r
   const fs = await import('node:fs');
   const os = await import('node:os');
   const path = await import('node:path');
-  const { claimBoot, releaseBoot } = await import('../../src/shim/standby.js');
+  const { claimBoot, releaseBoot } = await import('../../src/shim/pool.js');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'claims-'));
   try {
     const post = path.join(dir, 'standby-x-0');
@@ -163,7 +163,7 @@ test('writePrivateTemp: exclusive 0600 files with distinct names', async () => {
 });
 
 test("daemon environment: GOMAXPROCS=4 always; one malloc arena unless containerd chose, forgotten after exec", async () => {
-  const { daemonEnv, scrubMallocEnv } = await import('../../src/shim/standby.js');
+  const { daemonEnv, scrubMallocEnv } = await import('../../src/shim/pool.js');
   const e = daemonEnv({ PATH: '/bin', GOMAXPROCS: '2' });
   assert.equal(e.GOMAXPROCS, '4');
   assert.equal(e.MALLOC_ARENA_MAX, '1');

@@ -1,0 +1,134 @@
+// The standby pool's bookkeeping: where a containerd's standbys wait (posts keyed by its
+// addresses and this build), how shim processes are spawned (environment, process group,
+// boot priority) and who may boot the standby for a post (one `.booting` claim at a time).
+// standby.ts is what a standby does; start.ts and the launcher are its clients.
+import fs from 'node:fs';
+import os from 'node:os';
+import * as native from '../sys/native.js';
+import { SOCKET_DIR } from './address.js';
+
+const BOOT_NICE = 10;
+
+export function standbyEnabled(env = process.env): boolean {
+  return env.SHIM_STANDBY !== '0';
+}
+
+/**
+ * Standbys kept per containerd. Two, because `start` consumes one (it becomes the daemon) and
+ * the `delete` that follows a short-lived container should not wait for its replacement to boot.
+ */
+export const POOL_SIZE = 2;
+
+/** The posts (control sockets) of the pool, in the order the launcher tries them. */
+export function standbyPosts(base: string): string[] {
+  return Array.from({ length: POOL_SIZE }, (_, i) => `${base}-${i}`);
+}
+
+/** FNV-1a, 64 bit: a stable short name for the key (not a security boundary: 0600 + peer uid). */
+export function fnv1a64(s: string): string {
+  let h = 0xcbf29ce484222325n;
+  for (const b of Buffer.from(s, 'utf8')) {
+    h ^= BigInt(b);
+    h = (h * 0x100000001b3n) & 0xffffffffffffffffn;
+  }
+  return h.toString(16).padStart(16, '0');
+}
+
+/** The base name of the standby posts for this containerd and this build of the shim. */
+export function standbyPath(grpcAddress: string, ttrpcAddress: string, entry = process.argv[1] ?? ''): string {
+  let build = '';
+  try {
+    const real = fs.realpathSync(entry);
+    build = `${real}\0${Math.floor(fs.statSync(real).mtimeMs)}`;
+  } catch { /* unknown build: still keyed by the addresses */ }
+  return `${SOCKET_DIR}/standby-${fnv1a64(`${grpcAddress}\0${ttrpcAddress}\0${build}`)}`;
+}
+
+/**
+ * The daemon's environment: `start`'s plus GOMAXPROCS=4, as the reference shim sets it for its
+ * daemon (spec shim-cli.md §daemon); it reaches every runc the daemon runs, so Go's runtime in
+ * runc is sized the same under both shims. And, unless containerd set its own, one malloc arena
+ * (MALLOC_ARENA_MAX=1: 0.5 MiB less per daemon, whose dozen threads barely allocate); glibc
+ * reads it at exec, and the daemon drops it again (scrubMallocEnv) so its children never see it.
+ */
+export function daemonEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = { ...env, GOMAXPROCS: '4' };
+  if (env.MALLOC_ARENA_MAX === undefined) Object.assign(out, { MALLOC_ARENA_MAX: '1', [MALLOC_MARK]: '1' });
+  return out;
+}
+
+const MALLOC_MARK = 'SHIM_SET_MALLOC_ARENA_MAX';
+
+/** Forget the malloc setting daemonEnv added (it has done its work at exec). */
+export function scrubMallocEnv(env: NodeJS.ProcessEnv = process.env): void {
+  if (env[MALLOC_MARK] === undefined) return;
+  delete env.MALLOC_ARENA_MAX;
+  delete env[MALLOC_MARK];
+}
+
+/**
+ * Spawn a shim process (daemon or standby) the way the reference spawns its daemon: its own
+ * process group (signals to containerd's group miss it) but no new session. A new session
+ * would also mean a new scheduler autogroup, and then neither the standby's low boot priority
+ * nor runc's share of the CPU would weigh against each other or containerd as they do for the
+ * reference shim; measured, a booting standby in its own autogroup slowed `runc create` and
+ * `runc exec` by a quarter.
+ */
+export function spawnShimProcess(args: string[], o: { cwd: string; fds: number[] }): number {
+  const env = Object.entries(daemonEnv()).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`);
+  return native.spawn({
+    file: process.execPath,
+    args: [process.execPath, ...process.execArgv, process.argv[1]!, ...args],
+    env, cwd: o.cwd, fds: o.fds, setpgid: true,
+  });
+}
+
+/** Leave a standby behind for the next `start` (booting at low priority, off the critical path). */
+export function spawnStandby(post: string): void {
+  // Held, or one already booting for it: under a burst of starts the pool is empty, and every
+  // `start` that boots Node itself would otherwise leave two more standbys booting (measured:
+  // three Node boots per container instead of one).
+  if (fs.existsSync(post) || !claimBoot(post)) return;
+  try {
+    const pid = spawnShimProcess(['-standby', post], { cwd: '/', fds: [-1, -1, -1] });
+    try { os.setPriority(pid, BOOT_NICE); } catch { /* best effort */ }
+  } catch {
+    releaseBoot(post); // best effort: the next start spawns one
+  }
+}
+
+/** A booting standby's claim on its post; younger than this, nobody else boots one for it. */
+const BOOT_CLAIM_MS = 10_000;
+
+/** Claim the boot of a standby for `post` (exclusive; a claim older than BOOT_CLAIM_MS is stale). */
+export function claimBoot(post: string): boolean {
+  const claim = `${post}.booting`;
+  try {
+    fs.writeFileSync(claim, '', { flag: 'wx', mode: 0o600 });
+    return true;
+  } catch {
+    try {
+      if (Date.now() - fs.statSync(claim).mtimeMs < BOOT_CLAIM_MS) return false;
+      fs.writeFileSync(claim, '', { mode: 0o600 }); // stale: its standby died booting
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}
+
+export function releaseBoot(post: string): void {
+  try { fs.unlinkSync(`${post}.booting`); } catch { /* not claimed */ }
+}
+
+/** Claims left by standbys that died booting (any pool): past BOOT_CLAIM_MS they are litter. */
+export function sweepStaleClaims(): void {
+  let names: string[];
+  try { names = fs.readdirSync(SOCKET_DIR); } catch { return; }
+  const now = Date.now();
+  for (const n of names) {
+    if (!n.startsWith('standby-') || !n.endsWith('.booting')) continue;
+    const p = `${SOCKET_DIR}/${n}`;
+    try { if (now - fs.statSync(p).mtimeMs > BOOT_CLAIM_MS) fs.unlinkSync(p); } catch { /* gone */ }
+  }
+}
