@@ -117,6 +117,16 @@ export function claimBoot(post: string): boolean {
   }
 }
 
+/** Whether `post` has a standby, or one booting for it (a fresh claim). */
+export function postServed(post: string): boolean {
+  if (fs.existsSync(post)) return true;
+  try {
+    return Date.now() - fs.statSync(`${post}.booting`).mtimeMs < BOOT_CLAIM_MS;
+  } catch {
+    return false;
+  }
+}
+
 export function releaseBoot(post: string): void {
   try { fs.unlinkSync(`${post}.booting`); } catch { /* not claimed */ }
 }

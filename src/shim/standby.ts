@@ -10,7 +10,7 @@ import os from 'node:os';
 import * as native from '../sys/native.js';
 import { SOCKET_DIR } from './address.js';
 import type { ShimFlags } from './flags.js';
-import { claimBoot, releaseBoot, spawnStandby, standbyPosts, sweepStaleClaims } from './pool.js';
+import { claimBoot, postServed, releaseBoot, spawnStandby, standbyPosts, sweepStaleClaims } from './pool.js';
 
 const CONNECT_TIMEOUT_MS = 200;
 const ADOPT_TIMEOUT_MS = 2000;
@@ -144,9 +144,9 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
             // answer first and set the daemon up while containerd reads the address.
             const own = native.dup(fd);
             leavePost();
-            // With another standby still up, refill once containerd is quiet; with the pool
-            // empty (starts in a burst) refill now, or the next starts boot Node themselves.
-            const poolUp = posts.some((p) => fs.existsSync(p));
+            // With another standby up (or booting), refill once containerd is quiet; with the
+            // pool empty (starts in a burst) refill now, or the next starts boot Node themselves.
+            const poolUp = posts.some(postServed);
             if (!poolUp) refill();
             afterReply = () => {
               become({ namespace: jf.namespace, id: jf.id, address: jf.address, debug: jf.debug, bundle: job.cwd }, own,

@@ -125,14 +125,17 @@ test('standby boot claims: one claimant per post, a stale claim is taken over, r
   const fs = await import('node:fs');
   const os = await import('node:os');
   const path = await import('node:path');
-  const { claimBoot, releaseBoot } = await import('../../src/shim/pool.js');
+  const { claimBoot, releaseBoot, postServed } = await import('../../src/shim/pool.js');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'claims-'));
   try {
     const post = path.join(dir, 'standby-x-0');
+    assert.equal(postServed(post), false);
     assert.equal(claimBoot(post), true);
+    assert.equal(postServed(post), true, 'a standby is booting for it');
     assert.equal(claimBoot(post), false, 'a fresh claim holds');
     const old = new Date(Date.now() - 60_000);
     fs.utimesSync(`${post}.booting`, old, old);
+    assert.equal(postServed(post), false, 'a stale claim serves nothing');
     assert.equal(claimBoot(post), true, 'a claim older than the boot limit is stale');
     releaseBoot(post);
     assert.equal(fs.existsSync(`${post}.booting`), false);
