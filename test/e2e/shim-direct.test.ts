@@ -274,4 +274,26 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
     assert.equal(kept.length, 1, 'the delete job\'s process went on as a standby (cwd /, not the bundle)');
     for (const ok of await stopStandbys(standbys().filter((p) => !earlier.has(p)))) assert.ok(ok);
   });
+  test('when the Node process booted for a job fails before taking it, the launcher runs the job in Node itself', T_OPTS, async () => {
+    const earlier = new Set(standbys());
+    // A node that refuses to be the launcher's direct standby, and is node otherwise.
+    const fakeNode = path.join(tmp, 'node-no-direct');
+    fs.writeFileSync(fakeNode, `#!/bin/sh\ncase "$*" in *-job-fd*) exit 3;; esac\nexec ${process.execPath} "$@"\n`, { mode: 0o755 });
+    const a = bundleFor('c7', ['true']);
+    const grpc = path.join(tmp, 'containerd-fallback.sock');
+    const r = await runShim(['-namespace', NS, '-address', grpc, '-publish-binary', '/usr/bin/containerd', '-id', 'c7', 'start'],
+      { cwd: a.bundle, env: { ...env, SHIM_NODE: fakeNode } });
+    assert.equal(r.code, 0, r.stderr);
+    const c = await TaskClient.connect(r.stdout.toString('utf8'), NS);
+    try {
+      const pid = (await c.connect('c7')).shimPid;
+      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      assert.ok(!argv.includes('-job-fd') && argv.includes('-id') && argv.includes('c7'), 'a daemon spawned by the Node start');
+      await c.shutdown('c7').catch(() => undefined);
+      assert.ok(await waitGone(pid));
+    } finally {
+      c.close(); a.log.close();
+      await stopStandbys(standbys().filter((p) => !earlier.has(p)));
+    }
+  });
 });
