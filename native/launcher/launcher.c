@@ -186,7 +186,9 @@ static int run_direct(int argc, char **argv, const char *base, const char *msg, 
   if (pid == 0) {
     setpgid(0, 0);
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 || dup2(sv[1], 3) < 0) _exit(127);
+    if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0) _exit(127);
+    /* dup2 onto itself keeps O_CLOEXEC: clear it by hand then. */
+    if (sv[1] == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(sv[1], 3) < 0) _exit(127);
     if (syscall(SYS_close_range, 4U, ~0U, 0) != 0) {
       for (int fd = 4; fd < 1024; fd++) close(fd);
     }
