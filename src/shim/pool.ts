@@ -131,14 +131,22 @@ export function releaseBoot(post: string): void {
   try { fs.unlinkSync(`${post}.booting`); } catch { /* not claimed */ }
 }
 
-/** Claims left by standbys that died booting (any pool): past BOOT_CLAIM_MS they are litter. */
-export function sweepStaleClaims(): void {
+/**
+ * Litter of standbys that died booting: `.booting` claims past BOOT_CLAIM_MS, and warm-up
+ * sockets (`warmup-<pid>`, see warmup.ts) whose process is gone.
+ */
+export function sweepLitter(): void {
   let names: string[];
   try { names = fs.readdirSync(SOCKET_DIR); } catch { return; }
   const now = Date.now();
   for (const n of names) {
-    if (!n.startsWith('standby-') || !n.endsWith('.booting')) continue;
     const p = `${SOCKET_DIR}/${n}`;
-    try { if (now - fs.statSync(p).mtimeMs > BOOT_CLAIM_MS) fs.unlinkSync(p); } catch { /* gone */ }
+    try {
+      if (n.startsWith('standby-') && n.endsWith('.booting')) {
+        if (now - fs.statSync(p).mtimeMs > BOOT_CLAIM_MS) fs.unlinkSync(p);
+      } else if (/^warmup-\d+$/.test(n) && !fs.existsSync(`/proc/${n.slice('warmup-'.length)}`)) {
+        fs.unlinkSync(p);
+      }
+    } catch { /* gone */ }
   }
 }

@@ -8,9 +8,9 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import * as native from '../sys/native.js';
-import { SOCKET_DIR } from './address.js';
+import { SOCKET_DIR, socketPath } from './address.js';
 import type { ShimFlags } from './flags.js';
-import { claimBoot, postServed, releaseBoot, spawnStandby, standbyPosts, sweepStaleClaims } from './pool.js';
+import { claimBoot, postServed, releaseBoot, spawnStandby, standbyPosts, sweepLitter } from './pool.js';
 
 const CONNECT_TIMEOUT_MS = 200;
 const ADOPT_TIMEOUT_MS = 2000;
@@ -267,19 +267,23 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
     release();
   }
   fs.chmodSync(post, 0o600);
-  sweepStaleClaims();
+  sweepLitter();
   // Booted: jobs run at normal priority. Linux nice values are per thread, so lift it from
   // every thread (V8 and libuv helpers were created during the boot and would keep it).
   for (const tid of fs.readdirSync('/proc/self/task')) {
     try { os.setPriority(Number(tid), 0); } catch { /* not permitted: keep the boot priority */ }
   }
   idle = setTimeout(() => retire(), idleS * 1000);
-  // Two standbys can race for one post: the one whose socket file was replaced retires.
+  // Two standbys can race for one post: the one whose socket file was replaced retires. So
+  // does one whose containerd is gone (its ttrpc socket removed): nobody will send it a job.
   ino = fs.statSync(post).ino;
+  const ttrpc = socketPath(process.env.TTRPC_ADDRESS ?? '');
+  const containerd = ttrpc.startsWith('/') ? ttrpc : '';
   watch = setInterval(() => {
     let cur = -1;
     try { cur = fs.statSync(post).ino; } catch { /* removed */ }
     if (cur !== ino) retire(false);
+    else if (containerd && !fs.existsSync(containerd)) retire();
   }, 5000);
   server.on('connection', (sock: net.Socket) => {
     const fd = (sock as unknown as { _handle: { fd: number } })._handle.fd;

@@ -4,11 +4,11 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { TaskClient, FakeEvents } from '../support/taskclient.js';
 import { makeBusyboxRootfs, makeBundle } from '../support/rootfs.js';
 import { mkfifo, FifoReader } from '../support/fifo.js';
-import { runShim, waitGone, mountedUnder } from '../support/shimproc.js';
+import { runShim, waitGone, mountedUnder, repoRoot } from '../support/shimproc.js';
 import { Status } from '../../src/gen/containerd/types/task.js';
 import { DeleteResponse } from '../../src/gen/containerd/task/v2/shim.js';
 import * as E from '../../src/gen/containerd/events/task.js';
@@ -185,6 +185,7 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
         process.kill(pid, 'SIGTERM');
       } catch { /* gone */ }
       gone.push(await waitGone(pid, 5000));
+      fs.rmSync(`/run/containerd/s/warmup-${pid}`, { force: true });
     }
     for (const p of posts) fs.rmSync(`${p}.booting`, { force: true });
     return gone;
@@ -294,6 +295,30 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
     } finally {
       c.close(); a.log.close();
       await stopStandbys(standbys().filter((p) => !earlier.has(p)));
+    }
+  });
+  test('a standby retires once its containerd is gone (the ttrpc socket removed)', T_OPTS, async () => {
+    const fakeTtrpc = path.join(tmp, 'gone.sock.ttrpc');
+    fs.writeFileSync(fakeTtrpc, '');
+    const post = `/run/containerd/s/standby-retiretest${process.pid}-0`;
+    const child = spawn(process.execPath, ['--no-warnings', path.join(repoRoot(), 'dist', 'shim', 'main.js'), '-standby', post], {
+      env: { ...process.env, TTRPC_ADDRESS: fakeTtrpc }, stdio: 'ignore', cwd: '/',
+    });
+    try {
+      const deadline = Date.now() + 20_000;
+      while (!fs.existsSync(post) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(fs.existsSync(post), 'the standby took its post');
+      fs.rmSync(fakeTtrpc);
+      const exited = await new Promise<boolean>((resolve) => {
+        const t = setTimeout(() => resolve(false), 12_000);
+        child.once('exit', () => { clearTimeout(t); resolve(true); });
+      });
+      assert.ok(exited, 'it exited within two watch periods');
+      assert.equal(fs.existsSync(post), false, 'and freed its post');
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      fs.rmSync(post, { force: true });
+      fs.rmSync(`${post}.booting`, { force: true });
     }
   });
 });

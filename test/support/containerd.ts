@@ -615,6 +615,7 @@ class Instance implements Containerd {
     }
     // 2. Shims, our shim's idle standby daemons and stray ctr processes of this instance.
     const posts = new Set<string>();
+    const killed: number[] = [];
     for (let round = 0; round < 3; round++) {
       const procs = this.instanceProcesses();
       if (procs.length === 0) break;
@@ -622,6 +623,7 @@ class Instance implements Containerd {
         const i = p.argv.indexOf('-standby');
         if (i >= 0 && p.argv[i + 1]) posts.add(p.argv[i + 1]!);
         try { process.kill(p.pid, 'SIGKILL'); } catch { /* gone */ }
+        killed.push(p.pid);
       }
       const deadline = Date.now() + 3000;
       while (procs.some((p) => pidAlive(p.pid)) && Date.now() < deadline) spawnSync('sleep', ['0.05']);
@@ -640,7 +642,9 @@ class Instance implements Containerd {
     }
     // A standby killed while booting leaves its post's `.booting` claim; the pool's posts are <base>-<n>.
     const pool = [...posts].flatMap((p) => [0, 1].map((n) => `${p.replace(/-\d+$/, '')}-${n}`));
-    for (const s of [...sockets, ...pool, ...pool.map((p) => `${p}.booting`)]) rmSync(s, { force: true });
+    // ... and one killed while warming up its `warmup-<pid>` socket (src/shim/warmup.ts).
+    const warm = killed.map((pid) => join(SHIM_SOCKET_DIR, `warmup-${pid}`));
+    for (const s of [...sockets, ...pool, ...pool.map((p) => `${p}.booting`), ...warm]) rmSync(s, { force: true });
     // 4. Runc state dirs of tracked ids (runc delete normally removed them), and their cgroups
     //    (ctr puts a container in /<ns>/<id> of each hierarchy; rmdir fails harmlessly if busy).
     for (const { namespace, id } of tasks) {

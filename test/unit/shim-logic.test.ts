@@ -177,3 +177,27 @@ test("daemon environment: GOMAXPROCS=4 always; one malloc arena unless container
   scrubMallocEnv(own);
   assert.equal(own.MALLOC_ARENA_MAX, '8', "containerd's own setting stays");
 });
+
+test('sweepLitter: stale boot claims and warm-up sockets of dead processes go, live ones stay', async () => {
+  const fs = await import('node:fs');
+  const { sweepLitter } = await import('../../src/shim/pool.js');
+  const dir = '/run/containerd/s';
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const tag = `sweeptest${process.pid}`;
+  const stale = `${dir}/standby-${tag}-0.booting`;
+  const fresh = `${dir}/standby-${tag}-1.booting`;
+  const deadWarm = `${dir}/warmup-${4_194_304 + 1000}`; // above any pid_max: never a live pid
+  const liveWarm = `${dir}/warmup-${process.pid}`;
+  try {
+    for (const f of [stale, fresh, deadWarm, liveWarm]) fs.writeFileSync(f, '');
+    const old = new Date(Date.now() - 60_000);
+    fs.utimesSync(stale, old, old);
+    sweepLitter();
+    assert.equal(fs.existsSync(stale), false);
+    assert.equal(fs.existsSync(fresh), true);
+    assert.equal(fs.existsSync(deadWarm), false);
+    assert.equal(fs.existsSync(liveWarm), true);
+  } finally {
+    for (const f of [stale, fresh, deadWarm, liveWarm]) fs.rmSync(f, { force: true });
+  }
+});
