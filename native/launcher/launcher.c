@@ -12,7 +12,8 @@
  * execs Node with the shim as before. The TypeScript side holds all the policy.
  *
  * Usage (from bin/containerd-shim-runc-v2): shim-launcher <main.js> [shim args...]
- * Protocol: one message {"kind":"job","argv":[...],"cwd":"...","ppid":N} with fds 0,1,2;
+ * Protocol: one message {"kind":"job","argv":[...],"cwd":"...","ppid":N,"sent":<epoch ms>} with
+ * fds 0,1,2;
  * the standby answers 'A' once it owns the job, then one byte: the exit status.
  */
 #define _GNU_SOURCE
@@ -29,6 +30,7 @@
 #include <sys/un.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ACCEPT_TIMEOUT_MS 3000
@@ -218,16 +220,8 @@ int main(int argc, char **argv) {
       (getenv("SHIM_STANDBY") && strcmp(getenv("SHIM_STANDBY"), "0") == 0))
     exec_node(argc, argv);
 
-  /* The pool's posts, tried in order (POOL_SIZE in src/shim/pool.ts). */
   char base[sizeof ((struct sockaddr_un *)0)->sun_path - 4];
   if (standby_path(argv[1], address, base, sizeof base) != 0) exec_node(argc, argv);
-  int sock = -1;
-  for (int i = 0; i < POOL_SIZE && sock < 0; i++) {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s-%d", base, i);
-    sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (sock >= 0 && connect(sock, (struct sockaddr *)&sa, sizeof sa) != 0) { close(sock); sock = -1; }
-  }
 
   char cwd[PATH_MAX];
   if (!getcwd(cwd, sizeof cwd)) exec_node(argc, argv);
@@ -240,13 +234,28 @@ int main(int argc, char **argv) {
     ok = ok && json_str(msg, sizeof msg, &len, argv[i]) == 0;
   }
   snprintf(num, sizeof num, "%d", (int)getppid());
+  /* When the job was sent: a standby refuses one older than a second, wherever it queued. */
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  char sent[32];
+  snprintf(sent, sizeof sent, "%lld", (long long)now.tv_sec * 1000LL + now.tv_nsec / 1000000L);
   ok = ok && append(msg, sizeof msg, &len, "],\"cwd\":") == 0 && json_str(msg, sizeof msg, &len, cwd) == 0 &&
        append(msg, sizeof msg, &len, ",\"ppid\":") == 0 && append(msg, sizeof msg, &len, num) == 0 &&
+       append(msg, sizeof msg, &len, ",\"sent\":") == 0 && append(msg, sizeof msg, &len, sent) == 0 &&
        append(msg, sizeof msg, &len, "}") == 0;
   if (!ok) exec_node(argc, argv);
 
-  if (sock >= 0) {
-    /* No 'A': the standby didn't take the job (busy adopting, retiring). */
+  /*
+   * The pool's posts, in order (POOL_SIZE in src/shim/pool.ts). A standby that does not answer
+   * 'A' did not take the job (busy adopting, retiring; it refuses any job older than a second,
+   * so one we gave up on never runs later): try the next one.
+   */
+  for (int i = 0; i < POOL_SIZE; i++) {
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s-%d", base, i);
+    int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (sock < 0) break;
+    if (connect(sock, (struct sockaddr *)&sa, sizeof sa) != 0) { close(sock); continue; }
     int status = send_job(sock, msg, len) == 0 ? await_status(sock, ACCEPT_TIMEOUT_MS, action) : -1;
     close(sock);
     if (status >= 0) return status;

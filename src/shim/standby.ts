@@ -42,7 +42,7 @@ export function handOver(path: string, a: Adoption, listenFd: number): Promise<n
       try {
         const fd = (sock as unknown as { _handle: { fd: number } })._handle.fd;
         if (native.peerCred(fd).uid !== process.geteuid?.()) return finish(undefined);
-        native.sendFd(fd, listenFd, JSON.stringify({ kind: 'adopt', ...a }));
+        native.sendFd(fd, listenFd, JSON.stringify({ kind: 'adopt', ...a, sent: Date.now() }));
       } catch {
         return finish(undefined);
       }
@@ -62,8 +62,9 @@ export function handOver(path: string, a: Adoption, listenFd: number): Promise<n
 }
 
 /** A `start`/`delete` handed over by the native launcher, with its stdin/stdout/stderr. */
-interface Job { kind: 'job'; argv: string[]; cwd: string; ppid: number }
-type Request = ({ kind?: 'adopt' } & Adoption) | Job;
+interface Job { kind: 'job'; argv: string[]; cwd: string; ppid: number; sent?: number }
+/** `sent`: the sender's clock (epoch ms) when it sent the request. */
+type Request = ({ kind?: 'adopt'; sent?: number } & Adoption) | Job;
 
 /**
  * Standby mode: load the daemon, then wait. It runs `start`/`delete` jobs for the native
@@ -213,7 +214,10 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
         clearTimeout(idle);
         idle = setTimeout(() => retire(), idleS * 1000);
       }
-      if (adopted || Date.now() - received > STALE_MS) return refuse(sock, fds);
+      // Stale counts from the sender's clock when it says (it may have waited in our backlog
+      // while we were busy), else from when we saw it.
+      const since = typeof req.sent === 'number' ? Math.min(req.sent, received) : received;
+      if (adopted || Date.now() - since > STALE_MS) return refuse(sock, fds);
       if (req.kind === 'job') {
         if (fds.length !== 3 || !Array.isArray(req.argv) || typeof req.cwd !== 'string') {
           for (const f of fds) fs.closeSync(f);

@@ -3,6 +3,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { TaskClient, FakeEvents } from '../support/taskclient.js';
@@ -13,6 +14,7 @@ import { Status } from '../../src/gen/containerd/types/task.js';
 import { DeleteResponse } from '../../src/gen/containerd/task/v2/shim.js';
 import * as E from '../../src/gen/containerd/events/task.js';
 import { Code } from '../../src/ttrpc/index.js';
+import * as native from '../../src/sys/native.js';
 import { POOL_SIZE } from '../../src/shim/pool.js';
 
 const NS = `shimtest${process.pid}`;
@@ -319,6 +321,35 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
       if (child.exitCode === null) child.kill('SIGKILL');
       fs.rmSync(post, { force: true });
       fs.rmSync(`${post}.booting`, { force: true });
+    }
+  });
+  test('a standby refuses a job sent more than a second ago (by the sender\'s clock), untouched', T_OPTS, async () => {
+    const post = `/run/containerd/s/standby-staletest${process.pid}-0`;
+    const child = spawn(process.execPath, ['--no-warnings', path.join(repoRoot(), 'dist', 'shim', 'main.js'), '-standby', post], {
+      env, stdio: 'ignore', cwd: '/',
+    });
+    try {
+      const deadline = Date.now() + 20_000;
+      while (!fs.existsSync(post) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const reply = await new Promise<string>((resolve, reject) => {
+        const sock = net.connect(post, () => {
+          const fd = (sock as unknown as { _handle: { fd: number } })._handle.fd;
+          const devnull = fs.openSync('/dev/null', 'r');
+          const job = { kind: 'job', argv: ['-namespace', NS, '-id', 'stale', 'delete'], cwd: '/', ppid: 1, sent: Date.now() - 5000 };
+          native.sendFd(fd, devnull, JSON.stringify(job));
+          fs.closeSync(devnull);
+        });
+        let text = '';
+        sock.on('data', (c) => { text += c.toString(); });
+        sock.on('end', () => resolve(text));
+        sock.on('error', reject);
+      });
+      assert.equal(reply, JSON.stringify({ refused: true }));
+    } finally {
+      child.kill('SIGTERM');
+      await waitGone(child.pid!, 5000);
+      fs.rmSync(post, { force: true });
+      fs.rmSync(`/run/containerd/s/warmup-${child.pid}`, { force: true });
     }
   });
 });
