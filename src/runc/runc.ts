@@ -68,6 +68,11 @@ export interface RestoreOpts {
   stdio?: Stdio;
 }
 
+/** runc's environment: ours without NOTIFY_SOCKET (runc would use it for sd_notify). */
+export function runcEnv(): string[] {
+  return envList(process.env, (k) => k === 'NOTIFY_SOCKET');
+}
+
 let tempSeq = 0;
 
 /** Create `<dir>/<prefix>-<unique>` exclusively, mode 0600, holding `data`; returns its path. */
@@ -96,9 +101,6 @@ export class Runc {
     return a;
   }
 
-  private env(): string[] {
-    return envList(process.env, (k) => k === 'NOTIFY_SOCKET');
-  }
 
   /**
    * Run runc with the given args. With `stdio`, runc's stdio are those fds and nothing is
@@ -112,7 +114,7 @@ export class Runc {
       if (!opts.stdio) [outR, outW] = native.pipe();
       const fds: number[] = opts.stdio ? [...opts.stdio.fds] : [inR, outW, outW];
       if (opts.input !== undefined) fds[0] = inR;
-      const child = this.reaper.spawn({ file: this.cfg.command, args: argv, env: this.env(), fds, pdeathsig: SIGKILL });
+      const child = this.reaper.spawn({ file: this.cfg.command, args: argv, env: runcEnv(), fds, pdeathsig: SIGKILL });
       const watchdog = this.watchdog(child.pid, child.exited, args[0] ?? '');
       if (inR >= 0) { fs.closeSync(inR); inR = -1; }
       if (outW >= 0) { fs.closeSync(outW); outW = -1; }

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as native from '../sys/native.js';
-import { envList } from '../reaper/reaper.js';
+import { runcEnv } from '../runc/runc.js';
 import { DeleteResponse } from '../gen/containerd/task/v2/shim.js';
 import { readBundleOptions, runcCommand, runcRoot } from './options.js';
 import { unmountAll } from '../sys/mount.js';
@@ -22,7 +22,7 @@ export function deleteAction(flags: ShimFlags, warn: (msg: string) => void, cwd 
   const bundle = path.join(path.dirname(cwd), flags.id);
   const opts = readBundleOptions(bundle);
   const args = ['--root', runcRoot(opts, flags.namespace), '--log', path.join(bundle, 'log.json'), '--log-format', 'json', 'delete', '--force', flags.id];
-  const r = runSync(runcCommand(opts), args, envList(process.env, (k) => k === 'NOTIFY_SOCKET'), RUNC_TIMEOUT_MS);
+  const r = runSync(runcCommand(opts), args, runcEnv(), RUNC_TIMEOUT_MS);
   if (r.error || r.status !== 0) warn(`failed to remove runc container: ${r.error ?? r.output.trim()}`);
   try {
     unmountAll(path.join(bundle, 'rootfs'));

@@ -27,9 +27,10 @@ async function main(): Promise<void> {
     process.stdout.write(`${argv0}:\n  Version:  ${VERSION}\n  Revision: ${REVISION}\n  Node.js version: ${process.version}\n\n`);
     return;
   }
+  // Daemons and standbys: forget the malloc setting their spawner added (no-op otherwise).
+  const { scrubMallocEnv } = await import('./pool.js');
+  scrubMallocEnv();
   if (flags.standby) {
-    const { scrubMallocEnv } = await import('./pool.js');
-    scrubMallocEnv();
     const { runStandby } = await import('./standby.js');
     return runStandby(flags);
   }
@@ -50,8 +51,6 @@ async function main(): Promise<void> {
     }
     // eslint-disable-next-line no-fallthrough
     default: {
-      const { scrubMallocEnv } = await import('./pool.js');
-      scrubMallocEnv();
       const { serve } = await import('./serve.js');
       await serve(flags);
     }

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import * as native from '../sys/native.js';
+import { envList } from '../reaper/reaper.js';
 import { SOCKET_DIR } from './address.js';
 
 const BOOT_NICE = 10;
@@ -22,6 +23,11 @@ export const POOL_SIZE = 2;
 /** The posts (control sockets) of the pool, in the order the launcher tries them. */
 export function standbyPosts(base: string): string[] {
   return Array.from({ length: POOL_SIZE }, (_, i) => `${base}-${i}`);
+}
+
+/** All the posts of the pool `post` belongs to. */
+export function poolOf(post: string): string[] {
+  return standbyPosts(post.replace(/-\d+$/, ''));
 }
 
 /** FNV-1a, 64 bit: a stable short name for the key (not a security boundary: 0600 + peer uid). */
@@ -75,7 +81,7 @@ export function scrubMallocEnv(env: NodeJS.ProcessEnv = process.env): void {
  * `runc exec` by a quarter.
  */
 export function spawnShimProcess(args: string[], o: { cwd: string; fds: number[] }): number {
-  const env = Object.entries(daemonEnv()).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`);
+  const env = envList(daemonEnv());
   return native.spawn({
     file: process.execPath,
     args: [process.execPath, ...process.execArgv, process.argv[1]!, ...args],
@@ -100,15 +106,29 @@ export function spawnStandby(post: string): void {
 /** A booting standby's claim on its post; younger than this, nobody else boots one for it. */
 const BOOT_CLAIM_MS = 10_000;
 
+/** The claim file of `post`. */
+export function claimPath(post: string): string {
+  return `${post}.booting`;
+}
+
+/** Whether the claim file `claim` exists and is younger than BOOT_CLAIM_MS. */
+function claimFresh(claim: string): boolean {
+  try {
+    return Date.now() - fs.statSync(claim).mtimeMs < BOOT_CLAIM_MS;
+  } catch {
+    return false;
+  }
+}
+
 /** Claim the boot of a standby for `post` (exclusive; a claim older than BOOT_CLAIM_MS is stale). */
 export function claimBoot(post: string): boolean {
-  const claim = `${post}.booting`;
+  const claim = claimPath(post);
   try {
     fs.writeFileSync(claim, '', { flag: 'wx', mode: 0o600 });
     return true;
   } catch {
+    if (claimFresh(claim)) return false;
     try {
-      if (Date.now() - fs.statSync(claim).mtimeMs < BOOT_CLAIM_MS) return false;
       fs.writeFileSync(claim, '', { mode: 0o600 }); // stale: its standby died booting
       return true;
     } catch {
@@ -119,16 +139,16 @@ export function claimBoot(post: string): boolean {
 
 /** Whether `post` has a standby, or one booting for it (a fresh claim). */
 export function postServed(post: string): boolean {
-  if (fs.existsSync(post)) return true;
-  try {
-    return Date.now() - fs.statSync(`${post}.booting`).mtimeMs < BOOT_CLAIM_MS;
-  } catch {
-    return false;
-  }
+  return fs.existsSync(post) || claimFresh(claimPath(post));
 }
 
 export function releaseBoot(post: string): void {
-  try { fs.unlinkSync(`${post}.booting`); } catch { /* not claimed */ }
+  try { fs.unlinkSync(claimPath(post)); } catch { /* not claimed */ }
+}
+
+/** The socket a standby's warm-up listens on for a moment (warmup.ts), named by its pid. */
+export function warmupSocketPath(pid: number, dir = SOCKET_DIR): string {
+  return `${dir}/warmup-${pid}`;
 }
 
 /**
@@ -138,13 +158,13 @@ export function releaseBoot(post: string): void {
 export function sweepLitter(): void {
   let names: string[];
   try { names = fs.readdirSync(SOCKET_DIR); } catch { return; }
-  const now = Date.now();
   for (const n of names) {
     const p = `${SOCKET_DIR}/${n}`;
+    const warmPid = /^warmup-(\d+)$/.exec(n)?.[1];
     try {
       if (n.startsWith('standby-') && n.endsWith('.booting')) {
-        if (now - fs.statSync(p).mtimeMs > BOOT_CLAIM_MS) fs.unlinkSync(p);
-      } else if (/^warmup-\d+$/.test(n) && !fs.existsSync(`/proc/${n.slice('warmup-'.length)}`)) {
+        if (!claimFresh(p)) fs.unlinkSync(p);
+      } else if (warmPid && !fs.existsSync(`/proc/${warmPid}`)) {
         fs.unlinkSync(p);
       }
     } catch { /* gone */ }

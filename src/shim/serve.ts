@@ -75,17 +75,7 @@ export async function serve(flags: ShimFlags, listenFd = LISTEN_FD, o: ServeOpti
   };
 
   const service = new TaskService(flags.namespace, reaper, publisher, log, () => void shutdown('shutdown requested'));
-  const uid = process.geteuid?.() ?? 0;
-  const gid = process.getegid?.() ?? 0;
-  const server = new TtrpcServer({
-    // Only containerd's user may talk to us (the reference checks SO_PEERCRED the same way).
-    authorize: (sock: net.Socket) => {
-      const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
-      if (fd === undefined || fd < 0) return false;
-      const cred = native.peerCred(fd);
-      return cred.uid === uid && cred.gid === gid;
-    },
-  });
+  const server = new TtrpcServer({ authorize: fromOurUser });
   registerTaskService(server, service);
 
   const listener = net.createServer();
@@ -116,6 +106,14 @@ export async function serve(flags: ShimFlags, listenFd = LISTEN_FD, o: ServeOpti
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGPIPE', () => { /* ignored */ });
   log.info('shim started');
+}
+
+/** Only containerd's user may talk to us (the reference checks SO_PEERCRED the same way). */
+export function fromOurUser(sock: net.Socket): boolean {
+  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (fd === undefined || fd < 0) return false;
+  const cred = native.peerCred(fd);
+  return cred.uid === (process.geteuid?.() ?? 0) && cred.gid === (process.getegid?.() ?? 0);
 }
 
 /**

@@ -10,7 +10,7 @@ import os from 'node:os';
 import * as native from '../sys/native.js';
 import { SOCKET_DIR, socketPath } from './address.js';
 import type { ShimFlags } from './flags.js';
-import { claimBoot, postServed, releaseBoot, spawnStandby, standbyPosts, sweepLitter } from './pool.js';
+import { claimBoot, poolOf, postServed, releaseBoot, spawnStandby, sweepLitter } from './pool.js';
 
 const CONNECT_TIMEOUT_MS = 200;
 const ADOPT_TIMEOUT_MS = 2000;
@@ -78,7 +78,7 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
   const { start } = await import('./start.js');
   const { deleteAction } = await import('./delete.js');
   const { parseFlags } = await import('./flags.js');
-  const posts = standbyPosts(flags.standby.replace(/-\d+$/, ''));
+  const posts = poolOf(flags.standby);
   const idleS = Number(process.env.SHIM_STANDBY_IDLE_SECONDS) || DEFAULT_IDLE_S;
   /** The post this standby holds once it listens ('' before, and for a direct job). */
   let post = '';

@@ -8,7 +8,8 @@
 // Nothing here touches a container or the process's state.
 import fs from 'node:fs';
 import net from 'node:net';
-import * as native from '../sys/native.js';
+import os from 'node:os';
+import path from 'node:path';
 import { SOCKET_DIR } from './address.js';
 import * as T from '../gen/containerd/task/v2/shim.js';
 import * as E from '../gen/containerd/events/task.js';
@@ -21,9 +22,8 @@ import { registerTaskService } from './task-ttrpc.js';
 import type { TaskService } from './service.js';
 import { parseFlags } from './flags.js';
 import { deleteAction } from './delete.js';
-import os from 'node:os';
-import path from 'node:path';
-import { now } from './time.js';
+import { fromOurUser } from './serve.js';
+import { warmupSocketPath } from './pool.js';
 
 type Codec = { encode(m: unknown): { finish(): Uint8Array }; decode(b: Uint8Array): unknown; fromPartial(o: object): unknown };
 
@@ -68,15 +68,9 @@ const stubService = {
 /** One ttrpc round trip per kind of reply, and one published event, over a private socket. */
 export async function warmTtrpc(dir = SOCKET_DIR): Promise<void> {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const address = `${dir}/warmup-${process.pid}`;
+  const address = warmupSocketPath(process.pid, dir);
   fs.rmSync(address, { force: true });
-  const uid = process.geteuid?.() ?? 0;
-  const server = new TtrpcServer({
-    authorize: (sock: net.Socket) => {
-      const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
-      return fd !== undefined && fd >= 0 && native.peerCred(fd).uid === uid;
-    },
-  });
+  const server = new TtrpcServer({ authorize: fromOurUser });
   registerTaskService(server, stubService);
   server.register('containerd.services.events.ttrpc.v1.Events', {
     Forward: method(ForwardRequest, Empty, () => ({})),
@@ -127,7 +121,6 @@ export function warmDelete(): void {
 export async function warmUp(): Promise<void> {
   try {
     warmCodecs();
-    now();
     warmDelete();
     await warmTtrpc();
   } catch { /* best effort */ }

@@ -660,9 +660,9 @@ export class TtrpcServer {
    */
   async whenQuiet(quietMs: number): Promise<void> {
     for (;;) {
-      await this.drain();
+      await this.drain(); // a call starting after this moves lastActivity on
       const since = this.lastActivity === undefined ? 0 : performance.now() - this.lastActivity;
-      if (this.lastActivity !== undefined && since >= quietMs && this.inflightTotal === 0) return;
+      if (this.lastActivity !== undefined && since >= quietMs) return;
       await new Promise((r) => setTimeout(r, Math.max(1, quietMs - since)));
     }
   }

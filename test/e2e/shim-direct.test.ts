@@ -15,7 +15,7 @@ import { DeleteResponse } from '../../src/gen/containerd/task/v2/shim.js';
 import * as E from '../../src/gen/containerd/events/task.js';
 import { Code } from '../../src/ttrpc/index.js';
 import * as native from '../../src/sys/native.js';
-import { POOL_SIZE } from '../../src/shim/pool.js';
+import { POOL_SIZE, claimPath, poolOf, warmupSocketPath } from '../../src/shim/pool.js';
 
 const NS = `shimtest${process.pid}`;
 const T_OPTS = { timeout: 60_000 };
@@ -183,13 +183,13 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
       try {
         const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
         const post = argv[argv.indexOf('-standby') + 1];
-        if (post) for (const n of [0, 1]) posts.add(`${post.replace(/-\d+$/, '')}-${n}`);
+        if (post) for (const p of poolOf(post)) posts.add(p);
         process.kill(pid, 'SIGTERM');
       } catch { /* gone */ }
       gone.push(await waitGone(pid, 5000));
-      fs.rmSync(`/run/containerd/s/warmup-${pid}`, { force: true });
+      fs.rmSync(warmupSocketPath(pid), { force: true });
     }
-    for (const p of posts) fs.rmSync(`${p}.booting`, { force: true });
+    for (const p of posts) fs.rmSync(claimPath(p), { force: true });
     return gone;
   }
 
@@ -320,7 +320,7 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
       fs.rmSync(post, { force: true });
-      fs.rmSync(`${post}.booting`, { force: true });
+      fs.rmSync(claimPath(post), { force: true });
     }
   });
   test('a standby refuses a job sent more than a second ago (by the sender\'s clock), untouched', T_OPTS, async () => {
@@ -349,7 +349,7 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
       child.kill('SIGTERM');
       await waitGone(child.pid!, 5000);
       fs.rmSync(post, { force: true });
-      fs.rmSync(`/run/containerd/s/warmup-${child.pid}`, { force: true });
+      fs.rmSync(warmupSocketPath(child.pid!), { force: true });
     }
   });
 });

@@ -20,6 +20,7 @@ import {
   readlinkSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { claimPath, poolOf, warmupSocketPath } from '../../src/shim/pool.js';
 
 export const CTR = '/usr/bin/ctr';
 export const CONTAINERD = '/usr/bin/containerd';
@@ -640,11 +641,11 @@ class Instance implements Containerd {
         } catch { /* no address file */ }
       }
     }
-    // A standby killed while booting leaves its post's `.booting` claim; the pool's posts are <base>-<n>.
-    const pool = [...posts].flatMap((p) => [0, 1].map((n) => `${p.replace(/-\d+$/, '')}-${n}`));
+    // A standby killed while booting leaves its post's `.booting` claim.
+    const pool = [...posts].flatMap(poolOf);
     // ... and one killed while warming up its `warmup-<pid>` socket (src/shim/warmup.ts).
-    const warm = killed.map((pid) => join(SHIM_SOCKET_DIR, `warmup-${pid}`));
-    for (const s of [...sockets, ...pool, ...pool.map((p) => `${p}.booting`), ...warm]) rmSync(s, { force: true });
+    const warm = killed.map((pid) => warmupSocketPath(pid));
+    for (const s of [...sockets, ...pool, ...pool.map(claimPath), ...warm]) rmSync(s, { force: true });
     // 4. Runc state dirs of tracked ids (runc delete normally removed them), and their cgroups
     //    (ctr puts a container in /<ns>/<id> of each hierarchy; rmdir fails harmlessly if busy).
     for (const { namespace, id } of tasks) {

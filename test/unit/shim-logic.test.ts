@@ -180,14 +180,14 @@ test("daemon environment: GOMAXPROCS=4 always; one malloc arena unless container
 
 test('sweepLitter: stale boot claims and warm-up sockets of dead processes go, live ones stay', async () => {
   const fs = await import('node:fs');
-  const { sweepLitter } = await import('../../src/shim/pool.js');
+  const { sweepLitter, warmupSocketPath } = await import('../../src/shim/pool.js');
   const dir = '/run/containerd/s';
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const tag = `sweeptest${process.pid}`;
   const stale = `${dir}/standby-${tag}-0.booting`;
   const fresh = `${dir}/standby-${tag}-1.booting`;
-  const deadWarm = `${dir}/warmup-${4_194_304 + 1000}`; // above any pid_max: never a live pid
-  const liveWarm = `${dir}/warmup-${process.pid}`;
+  const deadWarm = warmupSocketPath(4_194_304 + 1000); // above any pid_max: never a live pid
+  const liveWarm = warmupSocketPath(process.pid);
   try {
     for (const f of [stale, fresh, deadWarm, liveWarm]) fs.writeFileSync(f, '');
     const old = new Date(Date.now() - 60_000);
