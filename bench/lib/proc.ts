@@ -4,7 +4,7 @@ import { spawn, type StdioOptions } from 'node:child_process';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { argValue, listProcesses, type ProcInfo } from '../../test/support/containerd.js';
+import { argValue, listProcesses, pidAlive, type ProcInfo } from '../../test/support/containerd.js';
 
 export interface Timed {
   pid: number;
@@ -140,16 +140,6 @@ export function findShimDaemons(address: string, ids?: Set<string>): Map<string,
     res.set(id, p);
   }
   return res;
-}
-
-export function pidAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

@@ -31,7 +31,7 @@ import {
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import {
-  argValue, fullPath, leftovers, listProcesses, mountsUnder, NOTHING_LEFT, procEnviron, shimSocketPath, startContainerd, waitFor,
+  argValue, fullPath, leftovers, listProcesses, mountsUnder, NOTHING_LEFT, pidAlive, procEnviron, shimSocketPath, startContainerd, waitFor,
   waitForNoLeftovers, type Containerd, type Leftovers, type ProcInfo,
 } from '../support/containerd.js';
 import { DEFAULT_IMAGE_REF, PAUSE_IMAGE_REF, ensureBusyboxImage, ensurePauseImage } from '../support/image.js';
@@ -64,16 +64,6 @@ function readlinkOr(p: string): string {
     return readlinkSync(p);
   } catch {
     return '';
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
   }
 }
 
@@ -489,7 +479,7 @@ for (const shim of shims) {
         await waitFor(() => !existsSync(bundleDir(c, ids[name])), 10_000, 100);
         assert.equal(existsSync(bundleDir(c, ids[name])), false, `task of ${name} deleted after its exit`);
       }
-      assert.ok(alive(shimProc.pid), 'the shim survives the Shutdown after other tasks were deleted');
+      assert.ok(pidAlive(shimProc.pid), 'the shim survives the Shutdown after other tasks were deleted');
       assert.equal(servingShim(sandboxId, Object.values(ids), 'after the exited tasks were deleted').pid, shimProc.pid);
       const e3 = await cri.execSync(ids.app, ['echo', 'still'], 10);
       assert.equal(Buffer.from(e3.stdout).toString(), 'still\n', 'the app is still served after the others were deleted');
@@ -498,12 +488,12 @@ for (const shim of shims) {
       await cri.stopContainer(ids.app, 10);
       const appSt = await exitedStatus(ids.app, true);
       assert.deepEqual([appSt?.exitCode, appSt?.reason], [0, 'Completed'], 'app after StopContainer');
-      assert.ok(alive(shimProc.pid), 'the shim still serves the sandbox after StopContainer');
+      assert.ok(pidAlive(shimProc.pid), 'the shim still serves the sandbox after StopContainer');
 
       // --- RemoveContainer ×4
       for (const id of Object.values(ids)) await cri.removeContainer(id);
       assert.deepEqual(await cri.listContainers({ podSandboxId: sandboxId }), [], 'no containers after RemoveContainer');
-      assert.ok(alive(shimProc.pid), 'the shim still serves the sandbox after RemoveContainer');
+      assert.ok(pidAlive(shimProc.pid), 'the shim still serves the sandbox after RemoveContainer');
       const sandboxStill = await cri.podSandboxStatus(sandboxId);
       assert.equal(sandboxStill.status?.state, PodSandboxState.SANDBOX_READY);
 
@@ -511,8 +501,8 @@ for (const shim of shims) {
       await cri.stopPodSandbox(sandboxId);
       const stopped = await cri.podSandboxStatus(sandboxId);
       assert.equal(stopped.status?.state, PodSandboxState.SANDBOX_NOTREADY);
-      await waitFor(() => !alive(shimProc.pid), 10_000, 50);
-      assert.equal(alive(shimProc.pid), false, 'the shim daemon exits once its last task is deleted');
+      await waitFor(() => !pidAlive(shimProc.pid), 10_000, 50);
+      assert.equal(pidAlive(shimProc.pid), false, 'the shim daemon exits once its last task is deleted');
 
       // --- RemovePodSandbox: nothing left
       await cri.removePodSandbox(sandboxId);
@@ -597,8 +587,8 @@ for (const shim of shims) {
         await cri.stopPodSandbox(sandboxId);
         const cst = (await cri.containerStatus(id)).status;
         assert.equal(cst?.state, ContainerState.CONTAINER_EXITED);
-        await waitFor(() => !alive(shimProc.pid), 10_000, 50);
-        assert.equal(alive(shimProc.pid), false, 'the shim daemon exits after StopPodSandbox');
+        await waitFor(() => !pidAlive(shimProc.pid), 10_000, 50);
+        assert.equal(pidAlive(shimProc.pid), false, 'the shim daemon exits after StopPodSandbox');
         await cri.removePodSandbox(sandboxId);
         assert.deepEqual(await cri.listContainers({ podSandboxId: sandboxId }), []);
         assert.deepEqual((await cri.listPodSandbox()).map((p) => p.id), []);

@@ -12,6 +12,7 @@ import {
 import * as T from '../../src/gen/containerd/task/v2/shim.js';
 import { Code, MAX_MESSAGE, MessageType, encodeRequestFrame } from '../../src/ttrpc/index.js';
 import { Status } from '../../src/gen/containerd/types/task.js';
+import { rng } from '../support/ttrpc-vectors.js';
 
 const TASK = 'containerd.task.v2.Task';
 const ID = uniqueId('hostile');
@@ -37,18 +38,6 @@ async function assertServing(what: string): Promise<void> {
   } finally {
     c.close();
   }
-}
-
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 before(async () => {

@@ -115,7 +115,8 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-function pidAlive(pid: number): boolean {
+/** Whether `pid` is a live process (a zombie counts as gone). */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
   } catch {

@@ -15,8 +15,7 @@ import {
 } from "../../src/ttrpc/index.js";
 import { Request, Response } from "../../src/gen/ttrpc/request.js";
 import { StateRequest } from "../../src/gen/containerd/task/v2/shim.js";
-import { ForwardRequest } from "../../src/gen/containerd/services/ttrpc/events/v1/events.js";
-import { TaskStart } from "../../src/gen/containerd/events/task.js";
+import { forwardVectorPayload, rng } from "../support/ttrpc-vectors.js";
 import { Timestamp } from "../../src/gen/google/protobuf/timestamp.js";
 
 // ---- helpers ------------------------------------------------------------------------------
@@ -26,17 +25,6 @@ function bytes(...parts: Array<string | { s: string }>): Buffer {
   return Buffer.concat(
     parts.map((p) => (typeof p === "string" ? Buffer.from(p.replace(/\s+/g, ""), "hex") : Buffer.from(p.s, "latin1"))),
   );
-}
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 interface Plain {
@@ -97,22 +85,6 @@ const FORWARD_VECTOR = bytes(
 
 const NOT_FOUND_RESPONSE = bytes("0a 24 08 05 12 20", { s: "container not created: not found" });
 
-function forwardPayload(): Uint8Array {
-  return ForwardRequest.encode(
-    ForwardRequest.fromPartial({
-      envelope: {
-        timestamp: { seconds: 1700000000n, nanos: 0 },
-        namespace: "default",
-        topic: "/tasks/start",
-        event: {
-          typeUrl: "containerd.events.TaskStart",
-          value: Buffer.from(TaskStart.encode({ containerId: "c1", pid: 42 }).finish()),
-        },
-      },
-    }),
-  ).finish();
-}
-
 test("vector: State request frame", () => {
   const payload = StateRequest.encode(StateRequest.fromPartial({ id: "c1" })).finish();
   const frame = encodeRequestFrame(1, "containerd.task.v2.Task", "State", payload, 0n, NS_MD);
@@ -145,7 +117,7 @@ test("vector: Forward call frame", () => {
     1,
     "containerd.services.events.ttrpc.v1.Events",
     "Forward",
-    forwardPayload(),
+    forwardVectorPayload(),
     5_000_000_000n,
     NS_MD,
   );

@@ -30,6 +30,7 @@ import {
 } from "../../src/ttrpc/index.js";
 import { Response } from "../../src/gen/ttrpc/request.js";
 import { StateRequest, StateResponse } from "../../src/gen/containerd/task/v2/shim.js";
+import { rng } from "../support/ttrpc-vectors.js";
 
 const SEED = Number(process.env.TTRPC_FUZZ_SEED ?? 0xc0ffee) >>> 0;
 const CASES = Number(process.env.TTRPC_FUZZ_CASES ?? 200_000);
@@ -38,17 +39,6 @@ const TIME_BUDGET_MS = 60_000;
 
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), "ttrpc-fuzz-"));
 after(() => fs.rmSync(TMP, { recursive: true, force: true }));
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const r = rng(SEED);
 const int = (n: number): number => Math.floor(r() * n);

@@ -36,8 +36,7 @@ import {
 } from "../../src/ttrpc/index.js";
 import { Response } from "../../src/gen/ttrpc/request.js";
 import { StateRequest, StateResponse } from "../../src/gen/containerd/task/v2/shim.js";
-import { ForwardRequest } from "../../src/gen/containerd/services/ttrpc/events/v1/events.js";
-import { TaskStart } from "../../src/gen/containerd/events/task.js";
+import { forwardVectorPayload } from "../support/ttrpc-vectors.js";
 
 // ---- helpers ------------------------------------------------------------------------------
 
@@ -237,19 +236,7 @@ test("client wire bytes match the spec's Forward vector; client decodes OK / Not
   });
   await new Promise<void>((r) => raw.listen(p, r));
   const client = await TtrpcClient.connect(`unix://${p}`);
-  const payload = ForwardRequest.encode(
-    ForwardRequest.fromPartial({
-      envelope: {
-        timestamp: { seconds: 1700000000n, nanos: 0 },
-        namespace: "default",
-        topic: "/tasks/start",
-        event: {
-          typeUrl: "containerd.events.TaskStart",
-          value: Buffer.from(TaskStart.encode({ containerId: "c1", pid: 42 }).finish()),
-        },
-      },
-    }),
-  ).finish();
+  const payload = forwardVectorPayload();
   const out = await client.call("containerd.services.events.ttrpc.v1.Events", "Forward", payload, {
     timeoutMs: 5000,
     metadata: { "containerd-namespace-ttrpc": "default" },
