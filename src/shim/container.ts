@@ -58,6 +58,26 @@ export class Container {
   /** The container's cgroup, found from the init pid (absent → Stats is NotFound, no OOM watch). */
   cgroup?: CgroupHandle;
 
+  /** Set as soon as the reaper reports the init's exit: from then on no exec may start. */
+  initExited = false;
+  /** Execs started (or starting) whose exit has not been published yet. */
+  private runningExecs = 0;
+  private execsIdle: (() => void)[] = [];
+
+  execStarting(): void { this.runningExecs++; }
+
+  execDone(): void {
+    if (--this.runningExecs > 0) return;
+    this.runningExecs = 0;
+    for (const resolve of this.execsIdle.splice(0)) resolve();
+  }
+
+  /** Resolves once no started exec's exit is still to be published. */
+  whenExecsDone(): Promise<void> {
+    if (this.runningExecs === 0) return Promise.resolve();
+    return new Promise((resolve) => this.execsIdle.push(resolve));
+  }
+
   /** Set by Create with a checkpoint: Start then runs `runc restore` instead of `runc start`. */
   restoreFrom?: { checkpoint: string; parent: string };
 

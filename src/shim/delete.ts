@@ -2,14 +2,14 @@
 // died: runc delete --force, unmount the rootfs, print a DeleteResponse (137, now).
 import fs from 'node:fs';
 import path from 'node:path';
-import * as native from '../sys/native.js';
+import { runSync } from '../sys/runsync.js';
 import { runcEnv } from '../runc/runc.js';
 import { DeleteResponse } from '../gen/containerd/task/v2/shim.js';
 import { readBundleOptions, runcCommand, runcRoot } from './options.js';
 import { unmountAll } from '../sys/mount.js';
 import { now } from './time.js';
 import { isValidIdentifier } from './identifiers.js';
-import { SOCKET_DIR, socketPath } from './address.js';
+import { isShimSocketName, socketPath } from './address.js';
 import type { ShimFlags } from './flags.js';
 
 const RUNC_TIMEOUT_MS = 4000; // containerd kills us after 5 s
@@ -41,55 +41,36 @@ export function deleteAction(flags: ShimFlags, warn: (msg: string) => void, cwd 
 }
 
 /**
- * Run a command to completion, its stdout and stderr captured together. Through the addon's
- * vfork spawn and a blocking wait rather than `spawnSync`, which forks the whole Node process
- * and sets up an event loop (~1 ms here). Only where no reaper thread runs: the `delete` process
- * and a standby's jobs.
- */
-export function runSync(file: string, args: string[], env: string[], timeoutMs: number): { status: number; output: string; error?: string } {
-  const [r, w] = native.pipe();
-  let pid: number;
-  try {
-    pid = native.spawn({ file, args: [file, ...args], env, fds: [-1, w, w] });
-  } catch (e) {
-    fs.closeSync(r);
-    return { status: -1, output: '', error: (e as Error).message };
-  } finally {
-    fs.closeSync(w);
-  }
-  let error: string | undefined;
-  let status = native.waitChild(pid, timeoutMs);
-  if (status === null) {
-    error = `${file} did not finish within ${timeoutMs} ms and was killed`;
-    try { process.kill(pid, 'SIGKILL'); } catch { /* exited meanwhile */ }
-    status = native.waitChild(pid, -1) ?? -1;
-  }
-  // The writer is gone: whatever it wrote is in the pipe (a non-blocking read never waits on
-  // a grandchild that kept the write end).
-  const chunks: Buffer[] = [];
-  try {
-    native.setNonBlocking(r, true);
-    const buf = Buffer.alloc(65536);
-    for (let n; (n = fs.readSync(r, buf)) > 0;) chunks.push(Buffer.from(buf.subarray(0, n)));
-  } catch { /* EAGAIN: all read */ } finally {
-    fs.closeSync(r);
-  }
-  return { status, output: Buffer.concat(chunks).toString('utf8'), error };
-}
-
-/**
  * A daemon that died (SIGKILL, OOM) leaves its socket file behind: remove it, but only when
  * nothing listens on it any more (a pod's shared shim may still serve its other containers).
  */
 function removeStaleSocket(bundle: string): void {
-  let sock: string;
+  const sock = bundleSocket(bundle);
+  if (!sock) return;
+  // Only a shim socket (named by its sha256, in whichever socket dir containerd chose).
+  if (!isShimSocketName(path.basename(sock)) || isListening(sock)) return;
   try {
-    sock = socketPath(fs.readFileSync(path.join(bundle, 'address'), 'utf8'));
+    if (!fs.lstatSync(sock).isSocket()) return;
   } catch {
     return;
   }
-  if (path.dirname(sock) !== SOCKET_DIR || isListening(sock)) return;
   fs.rmSync(sock, { force: true });
+}
+
+/**
+ * The shim socket a bundle names: `address` (written by our `start`), else the `bootstrap.json`
+ * containerd 2.x writes (in a pod container's bundle that joined the pause container's shim).
+ */
+function bundleSocket(bundle: string): string | undefined {
+  try {
+    return socketPath(fs.readFileSync(path.join(bundle, 'address'), 'utf8'));
+  } catch { /* not started by us */ }
+  try {
+    const b = JSON.parse(fs.readFileSync(path.join(bundle, 'bootstrap.json'), 'utf8')) as { address?: unknown };
+    return typeof b.address === 'string' ? socketPath(b.address) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Whether a unix socket is bound to `p` and listening (/proc/net/unix; unknown counts as yes). */

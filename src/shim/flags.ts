@@ -10,7 +10,10 @@ export interface ShimFlags {
   bundle: string;
   socket: string;
   debug: boolean;
+  /** `-v`, or `--version` (containerd 2.3's shims have both). */
   version: boolean;
+  /** `-info` (containerd 2.x): print the RuntimeInfo protobuf and exit. */
+  info: boolean;
   /** Internal: run as a pre-booted standby daemon listening on this control socket. */
   standby: string;
   /** Internal, with -standby: the launcher's job arrives on this fd first. */
@@ -28,7 +31,7 @@ const STRING_FLAGS: Record<string, keyof ShimFlags> = {
   standby: 'standby',
   'job-fd': 'jobFd',
 };
-const BOOL_FLAGS: Record<string, keyof ShimFlags> = { debug: 'debug', v: 'version' };
+const BOOL_FLAGS: Record<string, keyof ShimFlags> = { debug: 'debug', v: 'version', version: 'version', info: 'info' };
 
 export class FlagError extends Error {}
 
@@ -41,7 +44,7 @@ function parseBool(name: string, v: string): boolean {
 export function parseFlags(argv: readonly string[]): ShimFlags {
   const f: ShimFlags = {
     namespace: '', id: '', address: '', publishBinary: '', bundle: '', socket: '', standby: '', jobFd: '',
-    debug: false, version: false, action: '',
+    debug: false, version: false, info: false, action: '',
   };
   let i = 0;
   for (; i < argv.length; i++) {

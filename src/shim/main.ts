@@ -1,5 +1,6 @@
 // Entry point of the shim binary. containerd runs it as `start`, as `delete`, and `start` runs
 // it again as the daemon. Each mode loads only what it needs.
+import fs from 'node:fs';
 import path from 'node:path';
 import { parseFlags, FlagError } from './flags.js';
 
@@ -27,6 +28,11 @@ async function main(): Promise<void> {
     process.stdout.write(`${argv0}:\n  Version:  ${VERSION}\n  Revision: ${REVISION}\n  Node.js version: ${process.version}\n\n`);
     return;
   }
+  if (flags.info) {
+    const [{ runtimeInfo }, { readCapped }] = await Promise.all([import('./info.js'), import('./stdin.js')]);
+    fs.writeSync(1, runtimeInfo(readCapped(0)));
+    process.exit(0);
+  }
   // Daemons and standbys: forget the malloc setting their spawner added (no-op otherwise).
   const { scrubMallocEnv } = await import('./pool.js');
   scrubMallocEnv();
@@ -38,8 +44,8 @@ async function main(): Promise<void> {
   switch (flags.action) {
     case 'start': {
       const { start } = await import('./start.js');
-      const address = await start(flags);
-      process.stdout.write(address);
+      const out = await start(flags);
+      fs.writeSync(1, out);
       process.exit(0);
     }
     // eslint-disable-next-line no-fallthrough

@@ -44,9 +44,17 @@ export function writeBundleOptions(bundle: string, o: Options): void {
   fs.writeFileSync(path.join(bundle, 'runtime'), o.binaryName, { mode: 0o600 });
 }
 
-/** Options as the delete action sees them: `runtime` must exist, options.json may not. */
+/**
+ * Options as the delete action sees them. Either file may be missing (a Create that never
+ * reached the shim): then runc's defaults, as the Go shim (runc.ReadRuntime tolerates ENOENT).
+ */
 export function readBundleOptions(bundle: string): Options {
-  const binaryName = fs.readFileSync(path.join(bundle, 'runtime'), 'utf8');
+  let binaryName = '';
+  try {
+    binaryName = fs.readFileSync(path.join(bundle, 'runtime'), 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
   let o = Options.fromPartial({});
   try {
     o = optionsFromJSON(JSON.parse(fs.readFileSync(path.join(bundle, 'options.json'), 'utf8')) as Record<string, unknown>);

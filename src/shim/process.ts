@@ -25,6 +25,22 @@ export class Process {
   }
 
   get isInit(): boolean { return this.execId === ''; }
+
+  /** Set while this process is being created or started: its exit is published after that. */
+  starting?: Promise<void>;
+  /** The publication of this process's exit, once the reaper reported it. */
+  delivering?: Promise<void>;
+
+  /** Mark a create/start in progress; call the returned function when its event is out. */
+  beginStart(): () => void {
+    let done!: () => void;
+    const starting = new Promise<void>((resolve) => { done = resolve; });
+    this.starting = starting;
+    return () => {
+      done();
+      if (this.starting === starting) this.starting = undefined;
+    };
+  }
   get hasExited(): boolean { return this.exitedAt !== GO_ZERO_TIME; }
 
   /** Record the pid and pin the process with a pidfd. False if it is already gone. */

@@ -6,13 +6,12 @@ import * as T from '../gen/containerd/task/v2/shim.js';
 import * as E from '../gen/containerd/events/task.js';
 import { Status as TaskStatus } from '../gen/containerd/types/task.js';
 import { ProcessDetails, CheckpointOptions } from '../gen/containerd/runc/v1/runc.js';
-import { TtrpcError, Code, notFound, alreadyExists } from '../ttrpc/index.js';
+import { TtrpcError, Code, notFound, alreadyExists, failedPrecondition } from '../ttrpc/index.js';
 import type { Reaper, Exit } from '../reaper/reaper.js';
 import type { EventSink } from '../events/publisher.js';
 import { Container, killError } from './container.js';
 import { Process } from './process.js';
 import { ExitMatcher } from './exits.js';
-import { Mutex } from './mutex.js';
 import { checkInit, checkExec, type ProcState } from './state.js';
 import { decodeOptions, writeBundleOptions, typeName } from './options.js';
 import { validateId } from './identifiers.js';
@@ -30,13 +29,20 @@ const STATUS: Record<ProcState, TaskStatus> = {
 
 type Encodable<M> = { encode(m: M): { finish(): Uint8Array } };
 
+/**
+ * Ordering without a service-wide lock (as containerd v2.x's runc shim, task/service.go): a
+ * process's exit is published after its own start event (`Process.starting`), an init's exit
+ * after the exits of the execs that were started (`Container.whenExecsDone`), and once the
+ * reaper reports an init's exit no exec may start (FailedPrecondition). No RPC waits on a runc
+ * call of another process.
+ */
 export class TaskService {
   readonly containers = new Map<string, Container>();
   private readonly exits = new ExitMatcher();
-  /** Held from before `runc start/exec` until the start event is queued; exits take it too. */
-  private readonly sendLock = new Mutex();
-  private readonly createLock = new Mutex();
-  private exitChain: Promise<void> = Promise.resolve();
+  /** Container ids whose Create is running (not yet in `containers`). */
+  private readonly creating = new Set<string>();
+  /** The container of each process the reaper may report. */
+  private readonly owner = new WeakMap<Process, Container>();
 
   private readonly oom: OomWatcher;
 
@@ -97,43 +103,51 @@ export class TaskService {
   // ---- lifecycle ----
 
   async create(r: T.CreateTaskRequest): Promise<T.CreateTaskResponse> {
-    return this.createLock.run(async () => {
-      validateId('container id', r.id);
+    validateId('container id', r.id);
+    if (this.containers.has(r.id) || this.creating.has(r.id)) throw alreadyExists(`container ${r.id}`);
+    this.creating.add(r.id);
+    try {
       const opts = decodeOptions(r.options);
       writeBundleOptions(r.bundle, opts);
       const c = new Container(r.id, r.bundle, opts, this.namespace, r.rootfs, {
         stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal,
       }, this.reaper);
+      this.owner.set(c.init, c);
       if (r.checkpoint) c.restoreFrom = { checkpoint: r.checkpoint, parent: r.parentCheckpoint };
+      // The init's exit (it can die before `runc start`) is published after /tasks/create.
+      const started = c.init.beginStart();
       this.exits.begin();
       let pid: number;
       try {
         pid = await c.create();
         if (pid) {
-          this.attach(c.init, pid);
+          this.attach(c, c.init, pid);
           this.locateCgroup(c);
           // Watch before the process runs: an OOM right after `runc start` must not be missed.
           this.watchOom(c);
         }
+        this.containers.set(r.id, c);
+        this.publish('/tasks/create', 'TaskCreate', E.TaskCreate, E.TaskCreate.fromPartial({
+          containerId: r.id, bundle: r.bundle, rootfs: r.rootfs,
+          io: { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal },
+          checkpoint: r.checkpoint, pid,
+        }));
       } finally {
         this.exits.end();
+        started();
       }
-      this.containers.set(r.id, c);
-      this.publish('/tasks/create', 'TaskCreate', E.TaskCreate, E.TaskCreate.fromPartial({
-        containerId: r.id, bundle: r.bundle, rootfs: r.rootfs,
-        io: { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal },
-        checkpoint: r.checkpoint, pid,
-      }));
       this.log.info({ id: r.id, pid }, 'container created');
       return { pid };
-    });
+    } finally {
+      this.creating.delete(r.id);
+    }
   }
 
-  /** Record a pid; if the process already exited (fast exec), deliver its exit after the caller. */
-  private attach(p: Process, pid: number): void {
+  /** Record a pid; if the process already exited (fast exec), deliver that exit (after its start). */
+  private attach(c: Container, p: Process, pid: number): void {
     p.attach(pid);
     const early = this.exits.track(p);
-    if (early) this.chainExit(() => this.deliverExit(p, early));
+    if (early) this.exitMatched(c, p, early);
   }
 
   async start(r: T.StartRequest): Promise<T.StartResponse> {
@@ -141,42 +155,46 @@ export class TaskService {
     const p = this.process(c, r.execId);
     if (p.isInit) {
       checkInit('start', p.state);
-      const release = await this.sendLock.lock();
       const restoring = !!c.restoreFrom;
       if (restoring) this.exits.begin();
+      const started = p.beginStart();
       try {
         const pid = await c.start();
-        if (restoring) this.attach(p, pid);
+        if (restoring) this.attach(c, p, pid);
         if (p.state === 'created') p.state = 'running';
         this.locateCgroup(c);
         this.watchOom(c);
         this.publish('/tasks/start', 'TaskStart', E.TaskStart, { containerId: c.id, pid: p.pid });
       } finally {
         if (restoring) this.exits.end();
-        release();
+        started();
       }
       return { pid: p.pid };
     }
+    // containerd v2.x task/service.go Start: once the init's exit is known, no exec starts.
+    if (c.initExited) throw failedPrecondition(`container ${c.id} init process is not running`);
     checkExec('start', p.state);
     checkInit('exec', c.init.state);
-    const release = await this.sendLock.lock();
+    c.execStarting();
     this.exits.begin();
+    const started = p.beginStart();
     try {
       let pid: number;
       try {
         pid = await c.startExec(p, this.execSpecs.get(p) ?? {});
       } catch (e) {
         p.startFailed();
+        c.execDone();
         throw e;
       }
       this.execSpecs.delete(p);
       if (p.state === 'created') p.state = 'running';
-      this.attach(p, pid);
+      this.attach(c, p, pid);
       this.publish('/tasks/exec-started', 'TaskExecStarted', E.TaskExecStarted, { containerId: c.id, execId: p.execId, pid });
       return { pid };
     } finally {
       this.exits.end();
-      release();
+      started();
     }
   }
 
@@ -198,6 +216,7 @@ export class TaskService {
       if (!spec || typeof spec !== 'object') throw new TtrpcError(Code.InvalidArgument, 'invalid exec process spec');
       spec.terminal = r.terminal;
       const p = new Process(r.id, r.execId, { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal });
+      this.owner.set(p, c);
       this.execSpecs.set(p, spec);
       c.execs.set(r.execId, p);
     } catch (e) {
@@ -219,7 +238,7 @@ export class TaskService {
         await deleting;
       } finally {
         // An exit reaped during `runc delete` is published before /tasks/delete (deliverExit).
-        await this.exitChain;
+        await p.delivering;
         p.deletion = undefined;
       }
       p.state = 'deleted';
@@ -400,30 +419,41 @@ export class TaskService {
   }
 
   async shutdown(_r: T.ShutdownRequest): Promise<Record<string, never>> {
-    await this.createLock.run(async () => {
-      if (this.containers.size > 0) return;
-      // Reply first; the daemon then tears down.
-      setImmediate(() => this.onShutdown());
-    });
+    // A no-op while any container remains (containerd 2.x sends a pod's containers to one shim
+    // and no Shutdown after their Delete) or is being created.
+    if (this.containers.size > 0 || this.creating.size > 0) return {};
+    // Reply first; the daemon then tears down.
+    setImmediate(() => this.onShutdown());
     return {};
   }
 
   // ---- exits ----
 
-  private chainExit(fn: () => Promise<void>): void {
-    this.exitChain = this.exitChain.then(fn).catch((e: unknown) => {
-      this.log.error({ err: (e as Error).message }, 'exit handling failed');
+  private onExit(e: Exit): void {
+    const p = this.exits.match(e);
+    const c = p && this.owner.get(p);
+    if (p && c) this.exitMatched(c, p, e);
+  }
+
+  /** The reaper's exit of `p`: what must be known at once is set now, the event follows. */
+  private exitMatched(c: Container, p: Process, e: Exit): void {
+    if (p.isInit) c.initExited = true;
+    p.delivering = this.deliverExit(c, p, e).catch((err: unknown) => {
+      this.log.error({ id: p.id, execId: p.execId || undefined, err: (err as Error).message }, 'exit handling failed');
     });
   }
 
-  private onExit(e: Exit): void {
-    const p = this.exits.match(e);
-    if (p) this.chainExit(() => this.deliverExit(p, e));
+  private async deliverExit(c: Container, p: Process, e: Exit): Promise<void> {
+    await p.starting;
+    try {
+      await this.publishExit(c, p, e);
+    } finally {
+      if (!p.isInit) c.execDone();
+    }
   }
 
-  private async deliverExit(p: Process, e: Exit): Promise<void> {
-    const c = this.containers.get(p.id);
-    if (!c || p.state === 'deleted') return; // exits after Delete are ignored
+  private async publishExit(c: Container, p: Process, e: Exit): Promise<void> {
+    if (p.state === 'deleted') return; // exits after Delete are ignored
     if (p.deletion && await p.deletion) {
       // Reaped while Delete ran (runc delete kills a created init): reported, not recorded.
       p.releaseWaiters();
@@ -432,24 +462,21 @@ export class TaskService {
       }));
       return;
     }
-    if (p.isInit && !c.ownPidNamespace) {
-      // Shared pid namespace: nothing kills the container's other processes for us.
-      await c.runc.kill(c.id, SIGKILL, true).catch((err: unknown) => {
-        this.log.warn({ id: c.id, err: (err as Error).message }, 'OCI runtime killall failed');
-      });
-    }
-    const release = await this.sendLock.lock();
-    try {
-      if (p.isInit && p.state === 'paused') {
-        await c.runc.resume(c.id).catch(() => undefined);
+    if (p.isInit) {
+      if (!c.ownPidNamespace) {
+        // Shared pid namespace: nothing kills the container's other processes for us.
+        await c.runc.kill(c.id, SIGKILL, true).catch((err: unknown) => {
+          this.log.warn({ id: c.id, err: (err as Error).message }, 'OCI runtime killall failed');
+        });
       }
-      p.setExited(e.status, { seconds: e.exitedAt.seconds, nanos: e.exitedAt.nanos });
-      this.publish('/tasks/exit', 'TaskExit', E.TaskExit, E.TaskExit.fromPartial({
-        containerId: p.id, id: p.isInit ? p.id : p.execId, pid: p.pid, exitStatus: p.exitStatus, exitedAt: p.exitedAt,
-      }));
-    } finally {
-      release();
+      // The init's exit is the container's last: after every started exec's.
+      await c.whenExecsDone();
+      if (p.state === 'paused') await c.runc.resume(c.id).catch(() => undefined);
     }
+    p.setExited(e.status, { seconds: e.exitedAt.seconds, nanos: e.exitedAt.nanos });
+    this.publish('/tasks/exit', 'TaskExit', E.TaskExit, E.TaskExit.fromPartial({
+      containerId: p.id, id: p.isInit ? p.id : p.execId, pid: p.pid, exitStatus: p.exitStatus, exitedAt: p.exitedAt,
+    }));
     this.log.info({ id: p.id, execId: p.execId || undefined, pid: p.pid, status: e.status }, 'process exited');
   }
 

@@ -1,13 +1,14 @@
-// The `start` action (shared/spec/shim-cli.md §7): listen on the shim socket, hand it to a new
-// daemon as fd 3, write ./address, print the address. Nothing may reach stderr on success.
+// The `start` action (containerd v2.3.4 cmd/containerd-shim-runc-v2/manager/manager_linux.go
+// Start; docs/containerd-2.md): read what containerd sent on stdin, listen on the shim socket,
+// hand it to a new daemon as fd 3, write ./address, answer with the address in the form this
+// containerd reads (bootstrap.ts). Nothing may reach stderr on success.
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import * as native from '../sys/native.js';
-import { Options } from '../gen/containerd/runc/v1/runc.js';
-import { Any } from '../gen/google/protobuf/any.js';
-import { SOCKET_DIR, groupId, socketAddress, socketPath } from './address.js';
-import { OPTIONS_TYPE, typeName } from './options.js';
+import { SOCKET_DIR, SOCKET_PATH_LIMIT, groupId, socketAddress, socketPath } from './address.js';
+import { parseStartInput, startOutput } from './bootstrap.js';
+import { readCapped } from './stdin.js';
 import type { ShimFlags } from './flags.js';
 import { handOver } from './standby.js';
 import { spawnShimProcess, spawnStandby, standbyEnabled, standbyPath, standbyPosts } from './pool.js';
@@ -20,7 +21,7 @@ export interface StartContext {
   cwd: string;
   /** containerd's pid, whose OOM score the shim's is derived from. */
   ppid: number;
-  /** The runtime options containerd writes on stdin. */
+  /** What containerd wrote on stdin (runtime options or BootstrapParams), at most MAX_STDIN + 1 bytes. */
   readStdin(): Buffer;
   /** Get a daemon serving the listening socket `fd` (the caller closes its own copy). */
   launch(fd: number): Promise<number>;
@@ -31,7 +32,7 @@ export function processContext(flags: ShimFlags): StartContext {
   return {
     cwd: process.cwd(),
     ppid: process.ppid,
-    readStdin: () => fs.readFileSync(0),
+    readStdin: () => readCapped(0),
     async launch(fd) {
       const posts = standbyEnabled() ? standbyPosts(standbyPath(flags.address, process.env.TTRPC_ADDRESS ?? '')) : [];
       const adoption = { namespace: flags.namespace, id: flags.id, address: flags.address, debug: flags.debug, bundle: process.cwd() };
@@ -49,30 +50,39 @@ export function processContext(flags: ShimFlags): StartContext {
   };
 }
 
-export async function start(flags: ShimFlags, ctx: StartContext = processContext(flags)): Promise<string> {
+/** Run `start`; resolves with what to print on stdout. `flags.debug` may be raised by containerd 2.3's log level. */
+export async function start(flags: ShimFlags, ctx: StartContext = processContext(flags)): Promise<Uint8Array> {
+  let stdin: Buffer;
+  try { stdin = ctx.readStdin(); } catch { stdin = Buffer.alloc(0); }
+  const input = parseStartInput(stdin, flags.id, flags.namespace);
+  if (input.bootstrap?.debug) flags.debug = true;
   const spec = JSON.parse(fs.readFileSync(path.join(ctx.cwd, 'config.json'), 'utf8')) as { annotations?: Record<string, string> };
-  const address = socketAddress(flags.address, flags.namespace, groupId(flags.id, spec));
+  const dir = input.bootstrap?.socketDir ?? SOCKET_DIR;
+  const address = socketAddress(flags.address, flags.namespace, groupId(flags.id, spec), dir);
   const sock = socketPath(address);
+  if (!path.isAbsolute(dir)) throw new Error(`create new shim socket: socket dir ${JSON.stringify(dir)} is not an absolute path`);
+  if (sock.length > SOCKET_PATH_LIMIT) throw new Error(`create new shim socket: ${JSON.stringify(sock)}: unix socket path too long (> ${SOCKET_PATH_LIMIT})`);
+  const out = startOutput(address, input);
 
   const fd = await listenOrJoin(sock);
   if (fd === undefined) {
     // A shim already serves this group (a pod's later containers): reuse it.
     writeAddressFile(ctx.cwd, address);
-    return address;
+    return out;
   }
   try {
     fs.chmodSync(sock, 0o600);
     writeAddressFile(ctx.cwd, address);
     const pid = await ctx.launch(fd);
     try {
-      const opts = readOptions(ctx.readStdin);
-      if (opts?.shimCgroup) joinCgroup(opts.shimCgroup, pid);
+      const cgroup = input.options?.shimCgroup;
+      if (cgroup) joinCgroup(cgroup, pid);
       adjustOomScore(pid, ctx.ppid);
     } catch (e) {
       try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
       throw e;
     }
-    return address;
+    return out;
   } catch (e) {
     fs.rmSync(sock, { force: true });
     throw e;
@@ -92,7 +102,11 @@ function spawnDaemon(flags: ShimFlags, fd: number): number {
 }
 
 async function listenOrJoin(sock: string): Promise<number | undefined> {
-  fs.mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o700 });
+  try {
+    fs.mkdirSync(path.dirname(sock), { recursive: true, mode: 0o700 });
+  } catch (e) {
+    throw new Error(`create new shim socket: ${(e as Error).message}`);
+  }
   try {
     return native.listenUnix(sock, BACKLOG);
   } catch (e) {
@@ -123,20 +137,6 @@ function writeAddressFile(dir: string, address: string): void {
   const fd = fs.openSync(tmp, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY | fs.constants.O_SYNC, 0o644); // never world-writable, whatever the umask
   try { fs.writeSync(fd, address); } finally { fs.closeSync(fd); }
   fs.renameSync(tmp, path.join(dir, 'address'));
-}
-
-/** containerd sends the runtime options (an Any) on stdin; only runc Options matter here. */
-function readOptions(read: () => Buffer): Options | undefined {
-  let data: Buffer;
-  try { data = read(); } catch { return undefined; }
-  if (!data.length) return undefined;
-  try {
-    const any = Any.decode(data);
-    if (typeName(any.typeUrl) !== OPTIONS_TYPE) return undefined;
-    return Options.decode(any.value);
-  } catch {
-    return undefined;
-  }
 }
 
 function joinCgroup(cgroup: string, pid: number): void {

@@ -1,13 +1,17 @@
-// Binds the Task service's methods to their wire names and codecs.
+// Binds the Task service's methods to their wire names and codecs, under both service names:
+// containerd.task.v3.Task (containerd 2.x, after a version-3 bootstrap) has exactly the messages
+// and field numbers of containerd.task.v2.Task (containerd v2.3.4 api/runtime/task/v3/shim.proto),
+// and v2 stays for containerd 1.6/1.7, 2.0–2.2 with a plain address, and downgraded clients.
 import * as T from '../gen/containerd/task/v2/shim.js';
 import { TtrpcServer, method } from '../ttrpc/index.js';
 import { Empty } from '../events/empty.js';
 import type { TaskService } from './service.js';
 
 export const TASK_SERVICE = 'containerd.task.v2.Task';
+export const TASK_SERVICE_V3 = 'containerd.task.v3.Task';
 
 export function registerTaskService(server: TtrpcServer, s: TaskService): void {
-  server.register(TASK_SERVICE, {
+  const methods = {
     State: method(T.StateRequest, T.StateResponse, (r) => s.state(r)),
     Create: method(T.CreateTaskRequest, T.CreateTaskResponse, (r) => s.create(r)),
     Start: method(T.StartRequest, T.StartResponse, (r) => s.start(r)),
@@ -25,5 +29,7 @@ export function registerTaskService(server: TtrpcServer, s: TaskService): void {
     Stats: method(T.StatsRequest, T.StatsResponse, (r) => s.stats(r)),
     Connect: method(T.ConnectRequest, T.ConnectResponse, (r) => s.connect(r)),
     Shutdown: method(T.ShutdownRequest, Empty, (r) => s.shutdown(r)),
-  });
+  };
+  server.register(TASK_SERVICE, methods);
+  server.register(TASK_SERVICE_V3, methods);
 }

@@ -69,6 +69,10 @@ export function mountOne(m: MountSpec, target: string): void {
     throw new Error(`fuse mounts are not supported: ${m.type}`);
   }
   if (loop) throw new Error('loop mounts are not supported');
+  // Options for containerd's own mount manager (2.2+) must never reach a mount(2)
+  // (containerd v2.3.4 core/mount/mount_linux.go refuses them too).
+  const internal = m.options.find((o) => o.startsWith('X-containerd.'));
+  if (internal) throw new Error(`mount option ${JSON.stringify(internal)} is for containerd's mount manager, not for the shim: invalid argument`);
   let data = dataList;
   let cwd: string | undefined;
   if (m.type === 'overlay' && data.join(',').length >= PAGE_SIZE - 512) ({ data, cwd } = compactLowerdirs(data));

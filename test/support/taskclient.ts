@@ -6,19 +6,24 @@ import { ForwardRequest, type Envelope } from '../../src/gen/containerd/services
 import { TtrpcClient, TtrpcServer, invoke, method, type CallOptions } from '../../src/ttrpc/index.js';
 import { Empty } from '../../src/events/empty.js';
 
-const SERVICE = 'containerd.task.v2.Task';
+/** containerd 2.x speaks v3 after a version-3 bootstrap; the messages are the same. */
+export type TaskApiVersion = 2 | 3;
 
 type Codec<M> = { encode(m: M): { finish(): Uint8Array }; decode(b: Uint8Array): M; fromPartial(o: object): M };
 
 export class TaskClient {
-  constructor(readonly client: TtrpcClient, private readonly namespace: string) {}
+  private readonly service: string;
 
-  static async connect(address: string, namespace: string): Promise<TaskClient> {
-    return new TaskClient(await TtrpcClient.connect(address, { timeoutMs: 5000 }), namespace);
+  constructor(readonly client: TtrpcClient, private readonly namespace: string, version: TaskApiVersion = 2) {
+    this.service = `containerd.task.v${version}.Task`;
+  }
+
+  static async connect(address: string, namespace: string, version: TaskApiVersion = 2): Promise<TaskClient> {
+    return new TaskClient(await TtrpcClient.connect(address, { timeoutMs: 5000 }), namespace, version);
   }
 
   private call<Q, R>(name: string, req: Codec<Q>, res: { decode(b: Uint8Array): R; encode(m: R): { finish(): Uint8Array } }, msg: object, o: CallOptions = {}): Promise<R> {
-    return invoke(this.client, SERVICE, name, req, res, req.fromPartial(msg), {
+    return invoke(this.client, this.service, name, req, res, req.fromPartial(msg), {
       ...o, metadata: { 'containerd-namespace-ttrpc': this.namespace },
     });
   }

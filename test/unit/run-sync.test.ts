@@ -2,7 +2,7 @@
 // bounded wait. Its own test file: waitChild refuses to run once a reaper thread exists.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { runSync } from '../../src/shim/delete.js';
+import { runSync } from '../../src/sys/runsync.js';
 
 const env = ['PATH=/usr/sbin:/usr/bin:/sbin:/bin'];
 
