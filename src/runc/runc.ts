@@ -56,6 +56,7 @@ export interface CheckpointOpts {
   shellJob?: boolean;
   fileLocks?: boolean;
   emptyNamespaces?: string[];
+  parentPath?: string;
 }
 
 export interface RestoreOpts {
@@ -219,6 +220,8 @@ export class Runc {
     if (o.fileLocks) a.push('--file-locks');
     for (const ns of o.emptyNamespaces ?? []) a.push('--empty-ns', ns);
     if (o.leaveRunning) a.push('--leave-running');
+    // An incremental dump on top of a pre-dump (containerd v2.4 CheckpointOptions.parent_path).
+    if (o.parentPath) a.push('--parent-path', o.parentPath);
     a.push(id);
     return this.run(a);
   }

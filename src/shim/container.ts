@@ -158,7 +158,7 @@ export class Container {
       await this.runc.checkpoint(this.id, {
         imagePath, workPath: work, leaveRunning: !o.exit, tcpEstablished: o.openTcp,
         extUnixSk: o.externalUnixSockets, shellJob: o.terminal, fileLocks: o.fileLocks,
-        emptyNamespaces: o.emptyNamespaces,
+        emptyNamespaces: o.emptyNamespaces, parentPath: o.parentPath || undefined,
       });
     } catch (e) {
       const dumpLog = path.join(this.bundle, 'criu-dump.log');

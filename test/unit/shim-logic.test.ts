@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { checkInit, checkExec } from '../../src/shim/state.js';
 import { lastRuncError } from '../../src/runc/logjson.js';
-import { parseMountOptions, compactLowerdirs, mountsUnder } from '../../src/sys/mount.js';
+import { parseMountOptions, compactLowerdirs, mountsUnder, mountOne } from '../../src/sys/mount.js';
 import { ExitMatcher } from '../../src/shim/exits.js';
 import { Process } from '../../src/shim/process.js';
 import { isValidIdentifier } from '../../src/shim/identifiers.js';
@@ -200,4 +200,11 @@ test('sweepLitter: stale boot claims and warm-up sockets of dead processes go, l
   } finally {
     for (const f of [stale, fresh, deadWarm, liveWarm]) fs.rmSync(f, { force: true });
   }
+});
+
+test('mounts: X-containerd.* options (containerd 2.2+ mount manager) are refused before any mount(2)', () => {
+  assert.throws(
+    () => mountOne({ type: 'overlay', source: 'overlay', target: '', options: ['lowerdir=/a', 'X-containerd.mkdir.path=/x'] }, '/nonexistent-target'),
+    { message: 'mount option "X-containerd.mkdir.path=/x" is for containerd\'s mount manager, not for the shim: invalid argument' },
+  );
 });
