@@ -26,9 +26,31 @@ export async function runtimeError(logPath: string, context: string, err: unknow
     const last = lastRuncError(await readFile(logPath, 'utf8'));
     msg = `${context}: ${last ?? fallback}`;
   } catch (readErr) {
-    msg = `${context}: unable to retrieve OCI runtime error (${(readErr as Error).message}): ${fallback}`;
+    msg = `${context}: unable to retrieve OCI runtime error (${goFileError(readErr, 'open', logPath)}): ${fallback}`;
   }
   const out = new Error(msg);
   (out as Error & { cause?: unknown }).cause = err;
   return out;
+}
+
+/** A Node file error as Go's os.PathError prints it: `open /path: no such file or directory`. */
+export function goFileError(e: unknown, op: string, file: string): string {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  const text: Record<string, string> = {
+    ENOENT: 'no such file or directory', EACCES: 'permission denied', ENOTDIR: 'not a directory', EISDIR: 'is a directory',
+  };
+  return code && text[code] ? `${op} ${file}: ${text[code]}` : (e as Error)?.message ?? String(e);
+}
+
+/**
+ * A failed exec of the runtime as Go's os/exec words it (go-runc runs runc with exec.Command):
+ * a bare name not found on PATH, or a path that is not there.
+ */
+export function execError(command: string, e: unknown): Error {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (code === 'ENOENT' || code === 'EACCES') {
+    if (!command.includes('/')) return new Error(`exec: ${JSON.stringify(command)}: executable file not found in $PATH`);
+    return new Error(`fork/exec ${command}: ${code === 'ENOENT' ? 'no such file or directory' : 'permission denied'}`);
+  }
+  return e instanceof Error ? e : new Error(String(e));
 }

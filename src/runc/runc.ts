@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as native from '../sys/native.js';
 import { Reaper, envList } from '../reaper/reaper.js';
+import { execError } from './logjson.js';
 
 export const DEFAULT_RUNC_ROOT = '/run/containerd/runc';
 /** Upper bounds for one runc call (overridable for tests through the environment). */
@@ -115,7 +116,12 @@ export class Runc {
       if (!opts.stdio) [outR, outW] = native.pipe();
       const fds: number[] = opts.stdio ? [...opts.stdio.fds] : [inR, outW, outW];
       if (opts.input !== undefined) fds[0] = inR;
-      const child = this.reaper.spawn({ file: this.cfg.command, args: argv, env: runcEnv(), fds, pdeathsig: SIGKILL });
+      let child: ReturnType<Reaper['spawn']>;
+      try {
+        child = this.reaper.spawn({ file: this.cfg.command, args: argv, env: runcEnv(), fds, pdeathsig: SIGKILL });
+      } catch (e) {
+        throw execError(this.cfg.command, e);
+      }
       const watchdog = this.watchdog(child.pid, child.exited, args[0] ?? '');
       if (inR >= 0) { fs.closeSync(inR); inR = -1; }
       if (outW >= 0) { fs.closeSync(outW); outW = -1; }

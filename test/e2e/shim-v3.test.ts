@@ -235,6 +235,26 @@ describe('containerd 2.x contract, the test playing containerd', () => {
     assert.equal(r.stderr, 'io.containerd.runc.v2: failed to look up the path of "no-runc": exec: "no-runc": executable file not found in $PATH');
   });
 
+  test('a runtime binary not on PATH: Create fails with os/exec\'s wording, nothing left mounted', T_OPTS, async () => {
+    const id = 'no-runc';
+    const { bundle, log } = bundleFor(id, ['true']);
+    const r = await runShim(shimArgs(id, 'start'), { cwd: bundle, env });
+    assert.equal(r.code, 0, r.stderr);
+    const client = await TaskClient.connect(r.stdout.toString('utf8'), NS);
+    try {
+      const options = { typeUrl: OPTIONS_URL, value: Options.encode(Options.fromPartial({ binaryName: 'no-runc' })).finish() };
+      await assert.rejects(client.create({ id, bundle, rootfs: rootfs(), options }), (e: { message: string }) => {
+        assert.equal(e.message, `OCI runtime create failed: unable to retrieve OCI runtime error (open ${bundle}/log.json: no such file or directory): exec: "no-runc": executable file not found in $PATH`);
+        return true;
+      });
+      assert.deepEqual(mountedUnder(path.join(bundle, 'rootfs')), []);
+    } finally {
+      client.close();
+      log.close();
+    }
+    await shutdownShim(r.stdout.toString('utf8'), id);
+  });
+
   async function shutdownShim(address: string, id: string): Promise<void> {
     const client = await TaskClient.connect(address, NS);
     try {
