@@ -8,7 +8,8 @@
         "src/spawn.cc",
         "src/sys.cc",
         "src/unix.cc",
-        "src/fdwatch.cc"
+        "src/fdwatch.cc",
+        "src/title.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")"

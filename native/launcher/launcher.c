@@ -12,8 +12,9 @@
  * execs Node with the shim as before. The TypeScript side holds all the policy.
  *
  * Usage (from bin/containerd-shim-runc-v2): shim-launcher <main.js> [shim args...]
- * Protocol: one message {"kind":"job","argv":[...],"cwd":"...","ppid":N,"sent":<epoch ms>} with
- * fds 0,1,2;
+ * Protocol: one message {"kind":"job","argv":[...],"cwd":"...","ppid":N,"sent":<epoch ms>,"argv0":"..."}
+ * with fds 0,1,2 (argv0: the binary containerd ran, SHIM_ARGV0, which the daemon shows as its own
+ * in ps; src/shim/identity.ts);
  * the standby answers 'A' once it owns the job, then one byte: the exit status.
  */
 #define _GNU_SOURCE
@@ -38,6 +39,12 @@
 #define DIRECT_ACCEPT_TIMEOUT_MS 20000
 #define MAX_MSG 4000
 #define POOL_SIZE 2
+/*
+ * Bytes of argument range a booted standby gets (empty arguments after its flags), so that as a
+ * daemon it can rewrite its command line to the Go shim's (src/shim/identity.ts). TITLE_ROOM in
+ * src/shim/pool.ts says how it is sized; keep both equal.
+ */
+#define TITLE_ROOM 1024
 
 static void exec_node(int argc, char **argv) {
   /* argv[1] is main.js, argv[2..] the shim's arguments. */
@@ -183,8 +190,18 @@ static int run_direct(int argc, char **argv, const char *base, const char *msg, 
   snprintf(post, sizeof post, "%s-0", base);
   const char *node = getenv("SHIM_NODE");
   if (!node || !*node) node = "node";
+  const char *fixed[] = {node, "--no-warnings", argv[1], "-standby", post, "-job-fd", "3"};
+  const size_t nfixed = sizeof fixed / sizeof fixed[0];
+  /* Each empty argument is one NUL byte of room; the shim's flag parser stops at the first. */
+  size_t used = 0;
+  for (size_t i = 0; i < nfixed; i++) used += strlen(fixed[i]) + 1;
+  size_t pad = used < TITLE_ROOM ? TITLE_ROOM - used : 0;
+  char **args = calloc(nfixed + pad + 1, sizeof *args);
+  if (!args) { close(sv[0]); close(sv[1]); return -1; }
+  for (size_t i = 0; i < nfixed; i++) args[i] = (char *)fixed[i];
+  for (size_t i = 0; i < pad; i++) args[nfixed + i] = "";
   pid_t pid = fork();
-  if (pid < 0) { close(sv[0]); close(sv[1]); return -1; }
+  if (pid < 0) { free(args); close(sv[0]); close(sv[1]); return -1; }
   if (pid == 0) {
     setpgid(0, 0);
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -200,10 +217,10 @@ static int run_direct(int argc, char **argv, const char *base, const char *msg, 
       setenv("MALLOC_ARENA_MAX", "1", 1);
       setenv("SHIM_SET_MALLOC_ARENA_MAX", "1", 1);
     }
-    char *args[] = {(char *)node, "--no-warnings", argv[1], "-standby", post, "-job-fd", "3", NULL};
     execvp(node, args);
     _exit(127);
   }
+  free(args);
   close(sv[1]);
   int status = send_job(sv[0], msg, len) == 0 ? await_status(sv[0], DIRECT_ACCEPT_TIMEOUT_MS, action) : -1;
   if (status < 0) kill(pid, SIGKILL);
@@ -241,8 +258,11 @@ int main(int argc, char **argv) {
   snprintf(sent, sizeof sent, "%lld", (long long)now.tv_sec * 1000LL + now.tv_nsec / 1000000L);
   ok = ok && append(msg, sizeof msg, &len, "],\"cwd\":") == 0 && json_str(msg, sizeof msg, &len, cwd) == 0 &&
        append(msg, sizeof msg, &len, ",\"ppid\":") == 0 && append(msg, sizeof msg, &len, num) == 0 &&
-       append(msg, sizeof msg, &len, ",\"sent\":") == 0 && append(msg, sizeof msg, &len, sent) == 0 &&
-       append(msg, sizeof msg, &len, "}") == 0;
+       append(msg, sizeof msg, &len, ",\"sent\":") == 0 && append(msg, sizeof msg, &len, sent) == 0;
+  const char *argv0 = getenv("SHIM_ARGV0");
+  if (ok && argv0 && *argv0)
+    ok = append(msg, sizeof msg, &len, ",\"argv0\":") == 0 && json_str(msg, sizeof msg, &len, argv0) == 0;
+  ok = ok && append(msg, sizeof msg, &len, "}") == 0;
   if (!ok) exec_node(argc, argv);
 
   /*

@@ -123,6 +123,7 @@ static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   shim::InitSys(env, exports);
   shim::InitUnix(env, exports);
   shim::InitFdWatch(env, exports);
+  shim::InitTitle(env, exports);
   return exports;
 }
 

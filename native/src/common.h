@@ -68,6 +68,7 @@ void InitSpawn(Napi::Env env, Napi::Object exports);
 void InitSys(Napi::Env env, Napi::Object exports);
 void InitUnix(Napi::Env env, Napi::Object exports);
 void InitFdWatch(Napi::Env env, Napi::Object exports);
+void InitTitle(Napi::Env env, Napi::Object exports);
 
 // Implemented in reaper.cc, used by spawn.cc.
 bool ReaperRunning();

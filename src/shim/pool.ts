@@ -84,9 +84,29 @@ export function spawnShimProcess(args: string[], o: { cwd: string; fds: number[]
   const env = envList(daemonEnv());
   return native.spawn({
     file: process.execPath,
-    args: [process.execPath, ...process.execArgv, process.argv[1]!, ...args],
+    args: withTitleRoom([process.execPath, ...process.execArgv, process.argv[1]!, ...args]),
     env, cwd: o.cwd, fds: o.fds, setpgid: true,
   });
+}
+
+/**
+ * Bytes of argument range a shim process gets, so that as a daemon it can show the Go shim's
+ * command line in place of its own (identity.ts). That line is the binary's path and
+ * `-namespace NS -id ID -address ADDR -debug`, each NUL-terminated: 31 bytes of flags, at most
+ * 77 for each identifier (76 characters, identifiers.ts) and 108 for containerd's socket path
+ * (sun_path), 293 in all, which leaves the path of the binary 731 bytes. A longer title is cut.
+ * The same bound is TITLE_ROOM in native/launcher/launcher.c.
+ */
+export const TITLE_ROOM = 1024;
+
+/**
+ * `argv` followed by as many empty arguments as it takes to fill TITLE_ROOM bytes: each is one
+ * NUL byte of room, invisible to ps and pgrep (they drop trailing NULs), and the shim's flag
+ * parser stops at the first one (an empty action: the daemon or standby mode, as without them).
+ */
+export function withTitleRoom(argv: readonly string[]): string[] {
+  const used = argv.reduce((n, a) => n + Buffer.byteLength(a) + 1, 0);
+  return [...argv, ...new Array<string>(Math.max(0, TITLE_ROOM - used)).fill('')];
 }
 
 /** Leave a standby behind for the next `start` (booting at low priority, off the critical path). */

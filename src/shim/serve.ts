@@ -37,6 +37,7 @@ const QUIET_MAX_MS = 2000;
 export async function serve(flags: ShimFlags, listenFd = LISTEN_FD, o: ServeOptions = {}): Promise<void> {
   // The namespace names runc's root (<root>/<namespace>): it must not step elsewhere.
   if (!isValidIdentifier(flags.namespace)) throw new Error(`invalid namespace ${JSON.stringify(flags.namespace)}: invalid argument`);
+  (await import('./identity.js')).takeShimIdentity(flags); // ps/pgrep see what they see of the Go shim's daemon
   // Nothing the daemon or its runc children create (pid files, logs) may be world-writable,
   // whatever umask containerd (or the process that spawned a standby) had.
   process.umask(process.umask(0o022) | 0o022);

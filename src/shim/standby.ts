@@ -18,7 +18,8 @@ const ADOPT_TIMEOUT_MS = 2000;
 const STALE_MS = 1000;
 const DEFAULT_IDLE_S = 120;
 
-export interface Adoption { namespace: string; id: string; address: string; debug: boolean; bundle: string }
+/** argv0: the binary containerd ran (SHIM_ARGV0), which the daemon shows as its own (identity.ts). */
+export interface Adoption { namespace: string; id: string; address: string; debug: boolean; bundle: string; argv0?: string }
 
 /**
  * Hand `listenFd` to the standby at `path`. Resolves with the daemon's pid once it serves, or
@@ -42,7 +43,7 @@ export function handOver(path: string, a: Adoption, listenFd: number): Promise<n
       try {
         const fd = (sock as unknown as { _handle: { fd: number } })._handle.fd;
         if (native.peerCred(fd).uid !== process.geteuid?.()) return finish(undefined);
-        native.sendFd(fd, listenFd, JSON.stringify({ kind: 'adopt', ...a, sent: Date.now() }));
+        native.sendFd(fd, listenFd, JSON.stringify({ kind: 'adopt', argv0: process.env.SHIM_ARGV0, ...a, sent: Date.now() }));
       } catch {
         return finish(undefined);
       }
@@ -62,7 +63,7 @@ export function handOver(path: string, a: Adoption, listenFd: number): Promise<n
 }
 
 /** A `start`/`delete` handed over by the native launcher, with its stdin/stdout/stderr. */
-interface Job { kind: 'job'; argv: string[]; cwd: string; ppid: number; sent?: number }
+interface Job { kind: 'job'; argv: string[]; cwd: string; ppid: number; sent?: number; argv0?: string }
 /** `sent`: the sender's clock (epoch ms) when it sent the request. */
 type Request = ({ kind?: 'adopt'; sent?: number } & Adoption) | Job;
 
@@ -76,6 +77,7 @@ type Request = ({ kind?: 'adopt'; sent?: number } & Adoption) | Job;
 export async function runStandby(flags: ShimFlags): Promise<void> {
   const { serve } = await import('./serve.js');
   const { start } = await import('./start.js');
+  const { readCapped } = await import('./stdin.js');
   const { deleteAction } = await import('./delete.js');
   const { parseFlags } = await import('./flags.js');
   const posts = poolOf(flags.standby);
@@ -120,6 +122,8 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
   const become = async (a: Adoption, fd: number, refill?: () => void): Promise<void> => {
     leavePost();
     process.chdir(a.bundle);
+    // This job's binary, not the one of the `start` that spawned this standby (identity.ts).
+    if (typeof a.argv0 === 'string' && a.argv0) process.env.SHIM_ARGV0 = a.argv0;
     await serve({ ...flags, standby: '', jobFd: '', namespace: a.namespace, id: a.id, address: a.address, debug: a.debug, action: '' }, fd,
       { onQuiet: refill });
   };
@@ -139,7 +143,7 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
         const address = await start(jf, {
           cwd: job.cwd,
           ppid: job.ppid,
-          readStdin: () => fs.readFileSync(stdin),
+          readStdin: () => readCapped(stdin),
           launch: async (fd) => {
             // The socket is bound and listening: containerd's dial waits in its backlog. So
             // answer first and set the daemon up while containerd reads the address.
@@ -150,7 +154,7 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
             const poolUp = posts.some(postServed);
             if (!poolUp) refill();
             afterReply = () => {
-              become({ namespace: jf.namespace, id: jf.id, address: jf.address, debug: jf.debug, bundle: job.cwd }, own,
+              become({ namespace: jf.namespace, id: jf.id, address: jf.address, debug: jf.debug, bundle: job.cwd, argv0: job.argv0 }, own,
                 poolUp ? refill : undefined)
                 .catch(() => process.exit(1));
             };

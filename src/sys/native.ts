@@ -134,6 +134,7 @@ interface NativeBinding {
   startFdWatcher(): number;
   watchFd(fd: number, token: number): void;
   unwatchFd(fd: number): boolean;
+  setProcessTitle(args: string[], name: string): ProcessTitleResult;
 }
 
 /** Directory holding the package.json of this package (works from src/, dist/ or a bundle). */
@@ -171,6 +172,40 @@ function native(): NativeBinding {
 /** The constants as compiled into the addon (for cross-checking the values above). */
 export function nativeConstants(): Readonly<Record<string, number>> {
   return { ...native().constants, EXIT_RECORD_SIZE: native().EXIT_RECORD_SIZE };
+}
+
+// ---------------------------------------------------------------------------
+// Process title
+
+/** What {@link setProcessTitle} did. */
+export interface ProcessTitleResult {
+  /** Bytes in this process's argument range (what execve gave it). */
+  room: number;
+  /** Bytes of the title written there, NULs included (at most `room`). */
+  written: number;
+  /**
+   * Whether /proc/self/cmdline now ends where the title ends. False when the title is shorter
+   * than the room and the kernel refused to move arg_end (that needs CAP_SYS_RESOURCE): the
+   * rest of the range is then NUL bytes, which ps and pgrep drop.
+   */
+  exact: boolean;
+  /** Whether the thread's name (comm) was set. */
+  named: boolean;
+}
+
+/**
+ * Rewrite what /proc/self/cmdline shows: `args`, each NUL-terminated, over the argument strings
+ * execve placed in this process's memory (Node's process.argv is a copy and does not change),
+ * the rest zero-filled; cut short (ending in a NUL) when it does not fit, never written past the
+ * range. And, when `name` is not empty, the calling thread's name (PR_SET_NAME: the process's
+ * comm when called from the main thread; the kernel keeps 15 bytes). Do not set
+ * `process.title` afterwards: libuv would write over the same range.
+ *
+ * @throws TypeError for non-string or NUL-containing args; NativeError when /proc/self/stat
+ *   cannot be read or shows no argument range.
+ */
+export function setProcessTitle(args: readonly string[], name = ''): ProcessTitleResult {
+  return native().setProcessTitle([...args], name);
 }
 
 // ---------------------------------------------------------------------------

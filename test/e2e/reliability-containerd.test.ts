@@ -118,7 +118,8 @@ describe('reliability with a real containerd', () => {
       const init = row!.pid;
       const shimPid = ppid(init);
       const bundle = path.join(c.state, 'io.containerd.runtime.v2.task', NS, id);
-      assert.ok(fs.readFileSync(`/proc/${shimPid}/cmdline`, 'utf8').includes('main.js'), 'the init is a child of our shim');
+      // Our daemon shows the Go shim's command line, with our binary's path (src/shim/identity.ts).
+      assert.equal(fs.readFileSync(`/proc/${shimPid}/cmdline`, 'utf8').split('\0')[0], fs.realpathSync(OUR_SHIM), 'the init is a child of our shim');
       const live = leftovers(c, [{ namespace: NS, id }]);
       assert.ok(live.mounts.includes(path.join(bundle, 'rootfs')));
       process.kill(shimPid, 'SIGKILL');

@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { TaskClient, FakeEvents } from '../support/taskclient.js';
 import { makeBusyboxRootfs, makeBundle } from '../support/rootfs.js';
 import { mkfifo, FifoReader } from '../support/fifo.js';
-import { runShim, waitGone, mountedUnder, repoRoot } from '../support/shimproc.js';
+import { runShim, waitGone, mountedUnder, repoRoot, OUR_SHIM_BIN } from '../support/shimproc.js';
 import { Status } from '../../src/gen/containerd/types/task.js';
 import { DeleteResponse } from '../../src/gen/containerd/task/v2/shim.js';
 import * as E from '../../src/gen/containerd/events/task.js';
@@ -250,7 +250,9 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
     const c = await TaskClient.connect(addr, NS);
     try {
       const pid = (await c.connect('c5')).shimPid;
-      assert.ok(argvOf(pid).includes('-job-fd'), 'the daemon is the Node process booted for this start');
+      // It shows the Go shim's daemon line (src/shim/identity.ts), not its `-standby … -job-fd 3`.
+      assert.deepEqual(argvOf(pid).slice(0, 7), [fs.realpathSync(OUR_SHIM_BIN), '-namespace', NS, '-id', 'c5', '-address', path.join(tmp, 'containerd-direct.sock')],
+        'the daemon booted for this start shows the Go shim\'s daemon line');
       assert.equal(fs.readlinkSync(`/proc/${pid}/cwd`), a.bundle);
       await c.create({ id: 'c5', bundle: a.bundle, rootfs: [{ type: 'bind', source: rootfsSrc, target: '', options: ['rbind', 'ro'] }] });
       await c.start('c5');
