@@ -9,7 +9,8 @@
         "src/sys.cc",
         "src/unix.cc",
         "src/fdwatch.cc",
-        "src/title.cc"
+        "src/title.cc",
+        "src/idmap.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")"

@@ -124,6 +124,7 @@ static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   shim::InitUnix(env, exports);
   shim::InitFdWatch(env, exports);
   shim::InitTitle(env, exports);
+  shim::InitIdmap(env, exports);
   return exports;
 }
 

@@ -1,6 +1,7 @@
 // Rootfs mounts (shared/spec/runc-and-io.md §8): option parsing as containerd's mount package
 // does it, mount(2) through the addon, and recursive unmounting from /proc/self/mountinfo.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import * as native from './native.js';
 
@@ -11,6 +12,8 @@ const MS = {
   MANDLOCK: 0x40, DIRSYNC: 0x80, NOATIME: 0x400, NODIRATIME: 0x800, BIND: 0x1000, REC: 0x4000,
   RELATIME: 0x200000, STRICTATIME: 0x1000000,
 } as const;
+
+const MNT_DETACH = 2;
 
 // option → [clear?, flag]
 const FLAGS: Record<string, [boolean, number]> = {
@@ -25,23 +28,76 @@ const FLAGS: Record<string, [boolean, number]> = {
   sync: [false, MS.SYNCHRONOUS],
 };
 
-export interface ParsedOptions { flags: number; data: string[]; loop: boolean }
+export interface ParsedOptions { flags: number; data: string[]; loop: boolean; uidmap?: string; gidmap?: string }
 
 export function parseMountOptions(options: readonly string[]): ParsedOptions {
   let flags = 0;
   const data: string[] = [];
   let loop = false;
+  let uidmap: string | undefined;
+  let gidmap: string | undefined;
   for (const o of options) {
     const f = FLAGS[o];
     if (f) {
       flags = f[0] ? flags & ~f[1] : flags | f[1];
     } else if (o === 'loop') {
       loop = true;
+    } else if (o.startsWith('uidmap=')) {
+      uidmap = o.slice('uidmap='.length);
+    } else if (o.startsWith('gidmap=')) {
+      gidmap = o.slice('gidmap='.length);
     } else {
       data.push(o);
     }
   }
-  return { flags, data, loop };
+  return { flags, data, loop, uidmap, gidmap };
+}
+
+/**
+ * `container-id:host-id:size[,…]` (the snapshotters' uidmap=/gidmap= syntax, containerd v2.3.4
+ * core/mount/mount_idmapped_linux.go) as the kernel's uid_map/gid_map text.
+ */
+export function kernelIdMap(mappings: string): string {
+  return mappings.split(',').map((m) => {
+    const parts = m.split(':');
+    if (parts.length !== 3) throw new Error('user namespace mappings require the format `container-id:host-id:size`');
+    const [c, h, n] = parts.map((p, i) => {
+      if (!/^\d+$/.test(p)) throw new Error(`invalid ${['container id', 'host id', 'size'][i]} for user namespace remapping: ${JSON.stringify(p)}`);
+      return Number(p);
+    }) as [number, number, number];
+    if (c > 0xffffffff || h > 0xffffffff || n > 0xffffffff) throw new Error(`invalid mapping ${m}: ids and size must fit 32 bits`);
+    return `${c} ${h} ${n}\n`;
+  }).join('');
+}
+
+/**
+ * An id-mapped overlay maps its lower layers, not itself: each lowerdir gets an id-mapped bind
+ * in a private temporary folder, and the overlay is mounted on those. Returns the new options
+ * and what undoes the temporary mounts (the overlay keeps its own references to the layers).
+ */
+function idmapLowerdirs(data: string[], userns: number): { data: string[]; cleanup: () => void } {
+  const idx = data.findIndex((o) => o.startsWith('lowerdir='));
+  if (idx < 0) throw new Error('failed to parse overlay lowerdir\'s from given options');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ovl-idmapped'));
+  const mounted: string[] = [];
+  const cleanup = () => {
+    for (const t of mounted) try { native.umount2(t, MNT_DETACH); } catch { /* best effort */ }
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const lowers = data[idx]!.slice('lowerdir='.length).split(':');
+    const mapped = lowers.map((lower, i) => {
+      const t = path.join(dir, String(i));
+      fs.mkdirSync(t, { mode: 0o700 });
+      native.idmapMount(lower, t, userns);
+      mounted.push(t);
+      return t;
+    });
+    return { data: [...data.filter((_, i) => i !== idx), `lowerdir=${mapped.join(':')}`], cleanup };
+  } catch (e) {
+    cleanup();
+    throw new Error(`failed to create idmapped mount: ${(e as Error).message}`);
+  }
 }
 
 const PAGE_SIZE = 4096;
@@ -64,7 +120,7 @@ export function compactLowerdirs(data: string[]): { data: string[]; cwd?: string
 }
 
 export function mountOne(m: MountSpec, target: string): void {
-  const { flags, data: dataList, loop } = parseMountOptions(m.options);
+  const { flags, data: dataList, loop, uidmap, gidmap } = parseMountOptions(m.options);
   if (m.type.startsWith('fuse.') || m.type.startsWith('fuse3.')) {
     throw new Error(`fuse mounts are not supported: ${m.type}`);
   }
@@ -74,17 +130,28 @@ export function mountOne(m: MountSpec, target: string): void {
   const internal = m.options.find((o) => o.startsWith('X-containerd.'));
   if (internal) throw new Error(`mount option ${JSON.stringify(internal)} is for containerd's mount manager, not for the shim: invalid argument`);
   let data = dataList;
-  let cwd: string | undefined;
-  if (m.type === 'overlay' && data.join(',').length >= PAGE_SIZE - 512) ({ data, cwd } = compactLowerdirs(data));
-  const dataStr = data.join(',');
-  if (dataStr.length > PAGE_SIZE) throw new Error('mount options is too long');
-  if (!((flags & MS.REMOUNT) && !dataStr)) {
-    const d = dataStr || null;
-    if (cwd) native.mountInDir(cwd, m.source, target, m.type, flags, d);
-    else native.mount(m.source, target, m.type, flags, d);
-  }
-  if ((flags & MS.BIND) && (flags & MS.RDONLY)) {
-    native.mount(null, target, null, (flags & ~MS.REC) | MS.REMOUNT | MS.BIND, null);
+  // Both maps or none, as containerd (one alone is dropped).
+  const userns = uidmap && gidmap ? native.usernsFd(kernelIdMap(uidmap), kernelIdMap(gidmap)) : -1;
+  let cleanup = () => { /* nothing mapped */ };
+  try {
+    if (userns >= 0 && m.type === 'overlay') ({ data, cleanup } = idmapLowerdirs(data, userns));
+    let cwd: string | undefined;
+    if (m.type === 'overlay' && data.join(',').length >= PAGE_SIZE - 512) ({ data, cwd } = compactLowerdirs(data));
+    const dataStr = data.join(',');
+    if (dataStr.length > PAGE_SIZE) throw new Error('mount options is too long');
+    if (!((flags & MS.REMOUNT) && !dataStr)) {
+      const d = dataStr || null;
+      if (cwd) native.mountInDir(cwd, m.source, target, m.type, flags, d);
+      else native.mount(m.source, target, m.type, flags, d);
+    }
+    if ((flags & MS.BIND) && (flags & MS.RDONLY)) {
+      native.mount(null, target, null, (flags & ~MS.REC) | MS.REMOUNT | MS.BIND, null);
+    }
+    // Any other mount is id-mapped in place.
+    if (userns >= 0 && m.type !== 'overlay') native.idmapMount(target, target, userns);
+  } finally {
+    cleanup();
+    if (userns >= 0) fs.closeSync(userns);
   }
 }
 

@@ -119,6 +119,8 @@ interface NativeBinding {
     data: string | null,
   ): void;
   umount2(target: string, flags: number): void;
+  usernsFd(uidMap: string, gidMap: string): number;
+  idmapMount(source: string, target: string, usernsFd: number): void;
   setNonBlocking(fd: number, on: boolean): void;
   setCloexec(fd: number, on: boolean): void;
   dup(fd: number): number;
@@ -428,6 +430,24 @@ export function mountInDir(
  */
 export function umount2(target: string, flags: number): void {
   native().umount2(target, flags);
+}
+
+/**
+ * A new user namespace with these id maps (the kernel's `inside outside count` lines), as an
+ * fd for {@link idmapMount}. Its holder process has exited and been waited for on return.
+ * @throws NativeError with `syscall` `'clone'`, `'write uid_map'`, `'write gid_map'`, …
+ */
+export function usernsFd(uidMap: string, gidMap: string): number {
+  return native().usernsFd(uidMap, gidMap);
+}
+
+/**
+ * Attach an id-mapped clone of the mount tree at `source` onto `target` (open_tree,
+ * mount_setattr MOUNT_ATTR_IDMAP with the user namespace `usernsFd`, move_mount).
+ * @throws NativeError with `syscall` `'open_tree'`, `'mount_setattr'` or `'move_mount'`.
+ */
+export function idmapMount(source: string, target: string, usernsFd: number): void {
+  native().idmapMount(source, target, usernsFd);
 }
 
 // ---------------------------------------------------------------------------
