@@ -1,6 +1,9 @@
 // Logging-binary stdio (binary:///path?key=value, shared/spec/runc-and-io.md §4.5): a logger
-// process gets the container's stdout/stderr pipes as fds 3 and 4 and a "ready" pipe as fd 5;
-// runc starts only once the logger closed (or wrote to) fd 5.
+// process gets the container's stdout/stderr pipes as fds 3 and 4 and a "ready" pipe as fd 5
+// (CONTAINER_WAIT); runc starts only once the logger closed (or wrote to) fd 5. binary-v2:///…
+// (containerd 2.3) is the same, except that the logger must write at least one byte to fd 5:
+// closing it without writing (a crash, an early exit) fails the start (containerd v2.3.4
+// cmd/containerd-shim-runc-v2/process/io.go NewBinaryIO, runc/platform.go CopyConsole).
 import net from 'node:net';
 import * as native from '../sys/native.js';
 import type { Reaper, Child } from '../reaper/reaper.js';
@@ -11,6 +14,14 @@ const READY_TIMEOUT_MS = 30_000;
 const LOGGER_TERM_GRACE_MS = 12_000;
 const SIGTERM = 15;
 const SIGKILL = 9;
+
+/** The reference's text when a binary-v2 logger closed fd 5 without writing to it. */
+export const NOT_READY_ERROR = 'logging binary did not call ready (it may have crashed or exited prematurely)';
+
+/** True for the schemes whose logger must write to its ready fd (binary-v2://). */
+export function strictReady(url: URL): boolean {
+  return url.protocol.toLowerCase() === 'binary-v2:';
+}
 
 export interface LoggerContext { processId: string; namespace: string; reaper: Reaper }
 
@@ -60,7 +71,8 @@ export class BinaryLogger {
       for (const fd of this.readEnds) closeQuietly(fd);
       this.readEnds = [];
     }
-    await waitReady(readyR);
+    const wrote = await waitReady(readyR);
+    if (!wrote && strictReady(this.url)) throw new Error(NOT_READY_ERROR);
   }
 
   /** Hand over the stdout write end (the console copy writes into it). */
@@ -95,19 +107,25 @@ export class BinaryLogger {
   }
 }
 
-/** Ready when the logger writes to fd 5 or closes it (exiting closes it too). */
-function waitReady(fd: number): Promise<void> {
+/**
+ * Ready when the logger writes to fd 5 or closes it (exiting closes it too); resolves to whether
+ * it wrote at least one byte first.
+ */
+function waitReady(fd: number): Promise<boolean> {
   return new Promise((resolve, reject) => {
     const s = new net.Socket({ fd, readable: true, writable: false });
-    const done = (err?: Error) => {
+    let settled = false;
+    const done = (err: Error | undefined, wrote: boolean) => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       s.destroy();
-      if (err) reject(err); else resolve();
+      if (err) reject(err); else resolve(wrote);
     };
-    const timer = setTimeout(() => done(new Error('timed out waiting for the logging binary to be ready')), READY_TIMEOUT_MS);
-    s.once('data', () => done());
-    s.once('end', () => done());
-    s.once('error', (e) => done(e));
+    const timer = setTimeout(() => done(new Error('timed out waiting for the logging binary to be ready'), false), READY_TIMEOUT_MS);
+    s.once('data', () => done(undefined, true));
+    s.once('end', () => done(undefined, false));
+    s.once('error', (e) => done(new Error(`failed to read from logging binary: ${e.message}`), false));
   });
 }
 
@@ -127,6 +145,7 @@ export class BinaryIO {
     this.logger.closeWriteEnds();
   }
   closeStdin(): void {}
+  /** Nothing to wait for: the container writes straight into the logger's pipes, no copy of ours. */
   async drain(): Promise<void> {}
   close(): void { this.logger.close(); }
 }

@@ -2,7 +2,7 @@
 // pool, which a blocked fifo would park). Back-pressure comes from stream piping.
 import net from 'node:net';
 import fs from 'node:fs';
-import type { Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 
 /** An epoll-backed stream over a pipe or fifo fd; it owns the fd and closes it when destroyed. */
 export function pipeSocket(fd: number, mode: 'r' | 'w'): net.Socket {
@@ -11,42 +11,68 @@ export function pipeSocket(fd: number, mode: 'r' | 'w'): net.Socket {
   return s;
 }
 
-/** A writable sink that may be shared by stdout and stderr; closed after its last user. */
+/**
+ * A writable sink that may be shared by stdout and stderr; ended after its last user, and
+ * `closed` once everything written to it was flushed (or it failed, or was destroyed).
+ */
 export class SharedSink {
   private users = 0;
-  private closed = false;
+  private ended = false;
+  readonly closed: Promise<void>;
   constructor(readonly stream: Writable) {
     stream.on('error', () => { /* reader gone or disk full: the copy keeps draining the pipe */ });
+    this.closed = new Promise((resolve) => {
+      if (stream.destroyed) resolve();
+      else stream.once('close', () => resolve());
+    });
   }
   acquire(): Writable { this.users++; return this.stream; }
-  release(): void {
-    if (--this.users > 0 || this.closed) return;
-    this.closed = true;
-    this.stream.end(() => this.stream.destroy());
+  /** Drops one user; the last one ends the stream. Resolves once the sink is flushed and closed. */
+  release(): Promise<void> {
+    if (--this.users <= 0 && !this.ended) {
+      this.ended = true;
+      this.stream.end(() => this.stream.destroy());
+    }
+    return this.closed;
+  }
+  /** Gives up on whatever is still unflushed and closes the fd (Delete after the drain timeout). */
+  destroy(): void {
+    this.ended = true;
+    this.stream.destroy();
   }
 }
 
 /**
- * Copy src → sink until src ends. If the sink fails, keep draining src so that the container
- * never blocks on a full pipe because its reader went away.
+ * Pipe src → dst (without ending dst) until src ends or is destroyed. If dst fails, keep draining
+ * src so that the writer never blocks on a full pipe because its reader went away.
  */
-export function copyInto(src: net.Socket, sink: SharedSink): Promise<void> {
-  const dst = sink.acquire();
+export function pump(src: Readable, dst: Writable): Promise<void> {
   return new Promise((resolve) => {
     let finished = false;
     const finish = () => {
       if (finished) return;
       finished = true;
       src.unpipe(dst);
-      sink.release();
-      src.destroy();
+      dst.off('error', onDstError);
       resolve();
     };
-    dst.once('error', () => { src.unpipe(dst); src.resume(); });
+    const onDstError = () => { src.unpipe(dst); src.resume(); };
+    dst.once('error', onDstError);
     src.once('end', finish);
     src.once('close', finish);
     src.pipe(dst, { end: false });
   });
+}
+
+/**
+ * Copy src → sink until src ends; resolves once all of it was written out (the sink flushed and
+ * closed after its last user), as the reference's copy goroutines return only after their last
+ * write (containerd v2.3.4 cmd/containerd-shim-runc-v2/process/io.go, copyPipes).
+ */
+export async function copyInto(src: net.Socket, sink: SharedSink): Promise<void> {
+  await pump(src, sink.acquire());
+  src.destroy();
+  await sink.release();
 }
 
 /** Open an output target: a fifo (kept open read-write so it never lacks a reader) or a file. */

@@ -54,6 +54,7 @@ export function createProcessIO(cfg: IOConfig, ctx: LoggerContext): ProcessIO {
       return new PipeIO(cfg, out.path, out.path);
     }
     case 'binary':
+    case 'binary-v2': // containerd 2.3: the logger must write to fd 5 to be ready (binary.ts)
       return new BinaryIO(out.url!, ctx);
     default:
       throw new Error(`unknown STDIO scheme ${out.scheme}`);
@@ -79,6 +80,7 @@ export class PipeIO implements ProcessIO {
   private stdinFifo?: StdinFifo;
   private copies: Promise<void>[] = [];
   private streams: { destroy(): void }[] = [];
+  private sinks: SharedSink[] = [];
   private closed = false;
 
   constructor(private readonly cfg: IOConfig, private readonly stdoutTarget: string, private readonly stderrTarget: string) {
@@ -114,7 +116,7 @@ export class PipeIO implements ProcessIO {
     const sinks = new Map<string, SharedSink>();
     const sinkFor = (target: string) => {
       let s = sinks.get(target);
-      if (!s) { s = openOutput(target); sinks.set(target, s); }
+      if (!s) { s = openOutput(target); sinks.set(target, s); this.sinks.push(s); }
       return s;
     };
     if (this.stdoutR >= 0) {
@@ -143,6 +145,7 @@ export class PipeIO implements ProcessIO {
     this.stdinFifo?.closeWriter();
   }
 
+  /** Resolves once both output copies reached EOF and their fifo or file got every byte. */
   async drain(timeoutMs: number): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
@@ -157,6 +160,8 @@ export class PipeIO implements ProcessIO {
     this.closed = true;
     this.stdinFifo?.closeWriter();
     for (const s of this.streams) s.destroy();
+    // Still open only when the drain gave up (the client stopped reading): drop the rest.
+    for (const s of this.sinks) s.destroy();
     for (const fd of [...this.childEnds, ...this.shimEnds]) closeQuietly(fd);
     this.childEnds.length = 0;
     this.shimEnds.length = 0;

@@ -111,7 +111,7 @@ export class Container {
         await init.io.start();
       } catch (e) {
         await this.runc.delete(this.id, true).catch(() => undefined);
-        throw new Error(`failed to start io pipe copy: ${(e as Error).message}`);
+        throw ioStartError(init.io, e);
       }
       return readPid(pidFile);
     } catch (e) {
@@ -172,7 +172,8 @@ export class Container {
 
   /** `runc exec --detach`; returns the exec's pid. */
   async startExec(p: Process, spec: unknown): Promise<number> {
-    p.io = await this.newIO(p, 'failed to create exec process I/O');
+    // Go's shim words an exec's I/O failure as the init's (pkg/process/exec.go, 1.6 to 2.3).
+    p.io = await this.newIO(p, 'failed to create init process I/O');
     const pidFile = path.join(this.bundle, `${p.execId}.pid`);
     try {
       await this.runc.exec(this.id, spec, {
@@ -188,7 +189,7 @@ export class Container {
       await p.io.start();
     } catch (e) {
       p.io.close();
-      throw new Error(`failed to start io pipe copy: ${(e as Error).message}`);
+      throw ioStartError(p.io, e);
     }
     return readPid(pidFile);
   }
@@ -267,6 +268,16 @@ function readPid(file: string): number {
   const pid = Number.parseInt(text, 10);
   if (!Number.isSafeInteger(pid) || pid <= 0) throw new Error(`failed to retrieve OCI runtime container pid: bad pid file ${file}`);
   return pid;
+}
+
+/**
+ * A failed start of the copies: the pipe copies' errors get go's `failed to start io pipe copy`
+ * prefix; a console's errors (`failed to retrieve console master`, `failed to start console
+ * copy`) already say what failed, and Go returns them as they are.
+ */
+function ioStartError(io: ProcessIO, e: unknown): Error {
+  if (io instanceof ConsoleIO) return e instanceof Error ? e : new Error(String(e));
+  return new Error(`failed to start io pipe copy: ${(e as Error).message}`);
 }
 
 /** runc kill failures as the reference classifies them (task-api.md §5 Kill). */
