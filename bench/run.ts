@@ -8,12 +8,14 @@
 //   BENCH_WORKLOADS=a,b    subset of: startup,lifecycle,detached,exec,throughput,memory,churn
 //   BENCH_SIZES='{"lifecycleIters":10}'  overrides of individual sizes (see lib/ctx.ts)
 //   BENCH_OUT=name         results file name (default latest) in BENCH_OUT_DIR (default bench/results)
+//   SHIM_DAEMON=1.7|2.1|2.3  another containerd (scripts/daemons.sh; default 1.6), with its own Go
+//                          shim as the reference (test/support/daemons.ts)
 // Exit status 1 if any workload failed or leaked (results are written anyway).
 import { execFileSync } from 'node:child_process';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startContainerd } from '../test/support/containerd.js';
+import { CONTAINERD, startContainerd } from '../test/support/containerd.js';
 import { ensureBusyboxImage } from '../test/support/image.js';
 import { REPO_ROOT } from '../test/support/shims.js';
 import { FULL, QUICK, log, quietStats, type Ctx, type Sizes } from './lib/ctx.js';
@@ -89,7 +91,7 @@ export async function main(): Promise<number> {
       memGiB: Math.round(totalmem() / 2 ** 30),
       kernel: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
       node: process.version,
-      containerd: version('/usr/bin/containerd', ['--version']).split(' ').slice(-2).join(' '),
+      containerd: version(CONTAINERD, ['--version']).split(' ').slice(-2).join(' '),
       runc: version('runc', ['--version']).replace(/^runc version /, ''),
       snapshotter: c.snapshotter,
       cgroups: cg,

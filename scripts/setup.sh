@@ -16,6 +16,7 @@ APT_PACKAGES=(
   criu              # checkpoint/restore (criu 3.17.1 fails `criu check` on this kernel: tests skip)
   containernetworking-plugins # CNI plugins for the CRI bridge-network pod test
   util-linux        # script(1) gives ctr a terminal in the tty tests
+  slirp4netns       # needed by containerd's shim conformance suite
 )
 # Toolchain for the native addon (node-gyp); normally present on this kind of machine.
 BUILD_PACKAGES=(python3 make g++)
@@ -74,6 +75,13 @@ else
     npm install --no-audit --no-fund
   fi
   echo "$want" > "$stamp"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# The other containerd daemons the cross-daemon lane runs (1.7, 2.1, 2.3) into /opt/shim-test;
+# idempotent, and a daemon that cannot be had is reported and its lane skips.
+if [ "$(id -u)" -eq 0 ] && [ "${SHIM_SKIP_DAEMONS:-0}" != 1 ]; then
+  bash scripts/daemons.sh
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ export function variantBinary(name: string): string {
 export function selectShims(spec = process.env.BENCH_SHIMS ?? 'reference,ours'): Shim[] {
   const names = spec.split(',').map((s) => s.trim()).filter((s) => s !== '');
   return names.map((name) => {
-    if (name === 'reference') return { name, path: REFERENCE_SHIM, description: "containerd's Go shim (Debian containerd package)" };
+    if (name === 'reference') return { name, path: REFERENCE_SHIM, description: `containerd's Go shim (${REFERENCE_SHIM})` };
     if (name === 'ours') return { name, path: OUR_SHIM, description: `bin/containerd-shim-runc-v2 → node ${ourProgram().slice(REPO_ROOT.length + 1)}` };
     const v = variant(name);
     if (!v) throw new Error(`BENCH_SHIMS: unknown shim ${name}; known: reference, ours, ${VARIANTS.map((x) => x.name).join(', ')}`);

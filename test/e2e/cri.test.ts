@@ -25,13 +25,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import {
-  existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmdirSync, rmSync, statSync,
+  existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmdirSync, rmSync, statSync,
   symlinkSync, writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import {
-  argValue, fullPath, leftovers, listProcesses, mountsUnder, NOTHING_LEFT, pidAlive, procEnviron, shimSocketPath, startContainerd, waitFor,
+  argValue, fullPath, leftovers, listProcesses, mountsUnder, NOTHING_LEFT, pidAlive, procEnviron, shimSocketPath, startContainerd, taskAddress, waitFor,
   waitForNoLeftovers, type Containerd, type Leftovers, type ProcInfo,
 } from '../support/containerd.js';
 import { DEFAULT_IMAGE_REF, PAUSE_IMAGE_REF, ensureBusyboxImage, ensurePauseImage } from '../support/image.js';
@@ -70,6 +70,8 @@ function readlinkOr(p: string): string {
 /** Which implementation a process runs: the Go binary, or Node running this repo's build of the shim. */
 function shimKind(p: ProcInfo): ShimName | 'other' {
   if (readlinkOr(`/proc/${p.pid}/exe`) === REFERENCE_SHIM) return 'reference';
+  // A daemon shows the Go shim's command line with our binary's resolved path (src/shim/identity.ts).
+  if (p.argv[0] === realpathSync(OUR_SHIM)) return 'ours';
   const dist = join(REPO_ROOT, 'dist') + '/';
   // dist/src/shim/main.js (tsc output) or dist/shim/main.js (bundled build); see bin/containerd-shim-runc-v2.
   if (p.argv.some((a) => a.startsWith(dist) && a.endsWith('/shim/main.js'))) return 'ours';
@@ -371,7 +373,7 @@ for (const shim of shims) {
       const shimProc = servingShim(sandboxId, [], 'after RunPodSandbox');
       const socket = shimSocketPath(c.address, NS, sandboxId);
       const address = `unix://${socket}`;
-      assert.equal(readFileSync(join(bundleDir(c, sandboxId), 'address'), 'utf8'), address, 'sandbox bundle address');
+      assert.equal(taskAddress(bundleDir(c, sandboxId)), address, 'sandbox bundle address');
       assert.ok(existsSync(socket), `shim socket ${socket}`);
       // containerd records which binary it resolved for io.containerd.runc.v2 (PATH lookup).
       assert.equal(readFileSync(join(bundleDir(c, sandboxId), 'shim-binary-path'), 'utf8'), shimBinary,
@@ -400,7 +402,7 @@ for (const shim of shims) {
       for (const name of Object.keys(specs) as Array<keyof typeof specs>) {
         await cri.startContainer(ids[name]);
         // The task (bundle) exists from StartContainer on; read before short-lived ones exit.
-        addresses[name] = readFileSync(join(bundleDir(c, ids[name]), 'address'), 'utf8');
+        addresses[name] = taskAddress(bundleDir(c, ids[name])) ?? '';
       }
       for (const [name, a] of Object.entries(addresses)) {
         assert.equal(a, address, `container ${name} joined the sandbox's shim (bundle address file)`);
@@ -574,7 +576,7 @@ for (const shim of shims) {
         const id = await cri.createContainer(sandboxId, cfg, pod);
         await cri.startContainer(id);
         const shimProc = servingShim(sandboxId, [id], 'bridge pod running');
-        assert.equal(readFileSync(join(bundleDir(c, id), 'address'), 'utf8'), `unix://${shimSocketPath(c.address, NS, sandboxId)}`);
+        assert.equal(taskAddress(bundleDir(c, id)), `unix://${shimSocketPath(c.address, NS, sandboxId)}`);
 
         const addr = await cri.execSync(id, ['ip', 'addr', 'show', 'dev', 'eth0'], 10);
         const addrOut = Buffer.from(addr.stdout).toString();

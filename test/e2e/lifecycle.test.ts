@@ -10,7 +10,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import {
-  leftovers, NOTHING_LEFT, shimSocketPath, startContainerd, waitFor, waitForNoLeftovers, type Containerd, type Leftovers,
+  leftovers, NOTHING_LEFT, shimSocketPath, startContainerd, taskAddress, waitFor, waitForNoLeftovers, type Containerd, type Leftovers,
 } from '../support/containerd.js';
 import { ensureBusyboxImage } from '../support/image.js';
 import { shimsUnderTest, type ShimName } from '../support/shims.js';
@@ -162,7 +162,7 @@ for (const shim of shims) {
       const socket = shimSocketPath(c.address, NS, id);
       assert.deepEqual(live.sockets, [socket], 'shim socket at /run/containerd/s/<sha256(address/ns/id)>');
       const bundle = join(c.state, 'io.containerd.runtime.v2.task', NS, id);
-      assert.equal(readFileSync(join(bundle, 'address'), 'utf8'), `unix://${socket}`, 'bundle address file');
+      assert.equal(taskAddress(bundle), `unix://${socket}`, 'bundle address (address file, or bootstrap.json on 2.x)');
       assert.ok(live.mounts.includes(join(bundle, 'rootfs')), `rootfs mounted:\n${describeLeftovers(live)}`);
       assert.equal(live.runcStateDirs.length, 1, 'runc state dir exists while running');
       assert.ok(live.cgroups.length > 0, `container cgroup exists while running:\n${describeLeftovers(live)}`);

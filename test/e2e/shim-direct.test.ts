@@ -164,6 +164,8 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
     }
   });
 
+  const argvOf = (pid: number) => fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+
   /** state, ppid, pgrp, session of a process (the fields after "(comm)" in /proc/<pid>/stat). */
   function statFields(pid: number): [string, number, number, number] {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -218,8 +220,10 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
     const fresh = () => standbys().filter((p) => !earlier.has(p));
     while (Date.now() < deadline && (ready = fresh()).length < POOL_SIZE) await new Promise((r) => setTimeout(r, 50));
     assert.equal(ready.length, POOL_SIZE, 'the standby pool booted');
-    // Give it time to listen on its control socket.
-    await new Promise((r) => setTimeout(r, 500));
+    // Wait until each listens on its post (its control socket, named after `-standby`).
+    const postsOf = ready.map((pid) => { const argv = argvOf(pid); return argv[argv.indexOf('-standby') + 1]!; });
+    while (Date.now() < deadline && !postsOf.every((p) => fs.existsSync(p))) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(postsOf.every((p) => fs.existsSync(p)), 'the standbys listen on their posts');
     const b = bundleFor('c4', ['sh', '-c', 'exit 6']);
     const addrB = await startShim('c4', b.bundle, grpc);
     const ca = await TaskClient.connect(addrA, NS);
@@ -242,7 +246,6 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
     }
   });
   test('with no standby up, the launcher boots one for the job: a start makes it the daemon, a delete leaves it as a pool standby', T_OPTS, async () => {
-    const argvOf = (pid: number) => fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
     const earlier = new Set(standbys());
     // A containerd address of its own: its pool is empty.
     const a = bundleFor('c5', ['sh', '-c', 'exit 0']);

@@ -11,6 +11,11 @@
 //   * ctr's IO FIFOs:   /run/containerd/fifo/<random>
 //
 // stop() tears everything down by pid / by path; it never uses pkill or killall.
+//
+// Which containerd: Debian 12's 1.6.20 by default; SHIM_DAEMON=1.7|2.1|2.3 picks another one
+// (test/support/daemons.ts, installed by scripts/daemons.sh) for every suite, and
+// StartOptions.daemon picks one per instance (test/e2e/daemons.test.ts). The config is written in
+// the layout that daemon takes (version 2 for 1.x, 3 for 2.0–2.2, 4 for 2.3).
 
 import { spawn, spawnSync, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -21,9 +26,15 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { claimPath, poolOf, warmupSocketPath } from '../../src/shim/pool.js';
+import {
+  CRI_PLUGINS, configVersion, selectedDaemon, splitCriSettings, translateCriToml, type Daemon,
+} from './daemons.js';
 
-export const CTR = '/usr/bin/ctr';
-export const CONTAINERD = '/usr/bin/containerd';
+/** The daemon of this test process (SHIM_DAEMON, default 1.6: Debian 12's /usr/bin/containerd). */
+export const DAEMON: Daemon = selectedDaemon();
+/** Its ctr (instances started with another `daemon` have theirs in Containerd.ctrPath). */
+export const CTR = DAEMON.ctr;
+export const CONTAINERD = DAEMON.containerd;
 export const RUNC_ROOT = '/run/containerd/runc';
 export const SHIM_SOCKET_DIR = '/run/containerd/s';
 
@@ -318,7 +329,8 @@ export interface StartOptions {
    * writes: [grpc], [ttrpc], [debug], [plugins."io.containerd.internal.v1.opt"] and, with cri,
    * [plugins."io.containerd.grpc.v1.cri"] and [plugins."io.containerd.grpc.v1.cri".containerd]
    * (use `criSettings` for keys of the cri table). Sub-tables such as
-   * [plugins."io.containerd.grpc.v1.cri".cni] are fine.
+   * [plugins."io.containerd.grpc.v1.cri".cni] are fine. Write CRI tables in these 1.x names: for
+   * a 2.x daemon they are moved to the 2.x plugins (daemons.ts translateCriToml).
    */
   extraConfig?: string;
   /** Raw TOML key lines placed inside [plugins."io.containerd.grpc.v1.cri"] (cri only). */
@@ -334,6 +346,11 @@ export interface StartOptions {
   pathPrepend?: string[];
   /** Extra environment for the containerd process (and so for the shims it starts). */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Which containerd (default: DAEMON, from SHIM_DAEMON). A daemon other than 1.6 gets its bin
+   * dir on PATH after `pathPrepend`, so a runtime name resolves to its own Go shim.
+   */
+  daemon?: Daemon;
 }
 
 export interface CtrOptions {
@@ -357,6 +374,15 @@ export interface Containerd {
   snapshotter: string;
   /** containerd's pid. */
   pid: number;
+  /** Which containerd this is. */
+  daemon: Daemon;
+  /** Its ctr binary. */
+  ctrPath: string;
+  /**
+   * Stops containerd (SIGTERM by default, SIGKILL after 10 s) and starts it again on the same
+   * config, state and sockets; shims and containers are left running. `whileDown` runs in between.
+   */
+  restart(opts?: { signal?: 'SIGTERM' | 'SIGKILL'; whileDown?: () => Promise<void> }): Promise<void>;
   /** Runs `ctr --address <sock> ...args`; rejects on failure unless allowFail. */
   ctr(args: string[], opts?: CtrOptions): Promise<RunResult>;
   /**
@@ -451,8 +477,11 @@ class Instance implements Containerd {
   private ids = new Map<string, { namespace: string; id: string }>();
   private spawned = new Set<ChildProcess>();
   private stopped = false;
+  private startOpts: StartOptions = {};
+  readonly ctrPath: string;
 
-  constructor(readonly dir: string, readonly snapshotter: string) {
+  constructor(readonly dir: string, readonly snapshotter: string, readonly daemon: Daemon = DAEMON) {
+    this.ctrPath = daemon.ctr;
     this.address = join(dir, 'c.sock');
     this.ttrpcAddress = join(dir, 'c.sock.ttrpc');
     this.root = join(dir, 'root');
@@ -466,11 +495,13 @@ class Instance implements Containerd {
     return { ...process.env, PATH: fullPath(), CONTAINERD_SNAPSHOTTER: this.snapshotter, ...extra };
   }
 
-  start(opts: StartOptions = {}): void {
+  start(opts: StartOptions = this.startOpts): void {
+    this.startOpts = opts;
     const logFd = openSync(this.logPath, 'a');
-    const path = [...(opts.pathPrepend ?? []), fullPath()].join(':');
+    const daemonBin = this.daemon.name === '1.6' ? [] : [this.daemon.bin];
+    const path = [...(opts.pathPrepend ?? []), ...daemonBin, fullPath()].join(':');
     try {
-      this.child = spawn(CONTAINERD, ['--config', this.configPath], {
+      this.child = spawn(this.daemon.containerd, ['--config', this.configPath], {
         stdio: ['ignore', logFd, logFd],
         detached: false,
         cwd: this.dir,
@@ -493,7 +524,7 @@ class Instance implements Containerd {
         throw new Error(`containerd exited during startup; log:\n${this.logTail()}`);
       }
       if (existsSync(this.address)) {
-        const r = await run(CTR, ['--address', this.address, 'version'], {
+        const r = await run(this.ctrPath, ['--address', this.address, 'version'], {
           allowFail: true, timeoutMs: 3000, env: this.ctrEnv(),
         });
         if (r.code === 0) return;
@@ -507,7 +538,7 @@ class Instance implements Containerd {
   ctr(args: string[], opts: CtrOptions = {}): Promise<RunResult> {
     const parsed = parseCtrContainerArgs(args);
     if (parsed) this.track(parsed.namespace, parsed.id);
-    return run(CTR, ['--address', this.address, ...args], {
+    return run(this.ctrPath, ['--address', this.address, ...args], {
       input: opts.input,
       timeoutMs: opts.timeoutMs ?? 30_000,
       allowFail: opts.allowFail,
@@ -518,13 +549,30 @@ class Instance implements Containerd {
   ctrSpawn(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): ChildProcess {
     const parsed = parseCtrContainerArgs(args);
     if (parsed) this.track(parsed.namespace, parsed.id);
-    const child = spawn(CTR, ['--address', this.address, ...args], {
+    const child = spawn(this.ctrPath, ['--address', this.address, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: this.ctrEnv(opts.env),
     });
     this.spawned.add(child);
     child.on('exit', () => this.spawned.delete(child));
     return child;
+  }
+
+  async restart(opts: { signal?: 'SIGTERM' | 'SIGKILL'; whileDown?: () => Promise<void> } = {}): Promise<void> {
+    if (this.stopped) throw new Error('restart: this containerd was stopped');
+    if (!this.hasExited) {
+      try { process.kill(this.pid, opts.signal ?? 'SIGTERM'); } catch { /* gone */ }
+      const t = setTimeout(() => {
+        try { process.kill(this.pid, 'SIGKILL'); } catch { /* gone */ }
+      }, 10_000);
+      await this.exited;
+      clearTimeout(t);
+    }
+    await opts.whileDown?.();
+    this.hasExited = false;
+    this.exited = new Promise((r) => { this.resolveExited = r; });
+    this.start();
+    await this.waitReady(20_000);
   }
 
   track(namespace: string, id: string): void {
@@ -636,10 +684,8 @@ class Instance implements Containerd {
     const taskRoot = join(this.state, 'io.containerd.runtime.v2.task');
     for (const ns of listDir(taskRoot)) {
       for (const id of listDir(join(taskRoot, ns))) {
-        try {
-          const addr = readFileSync(join(taskRoot, ns, id, 'address'), 'utf8').trim();
-          if (addr.startsWith(`unix://${SHIM_SOCKET_DIR}/`)) sockets.add(addr.slice('unix://'.length));
-        } catch { /* no address file */ }
+        const addr = taskAddress(join(taskRoot, ns, id));
+        if (addr?.startsWith(`unix://${SHIM_SOCKET_DIR}/`)) sockets.add(addr.slice('unix://'.length));
       }
     }
     // A standby killed while booting leaves its post's `.booting` claim.
@@ -666,28 +712,56 @@ class Instance implements Containerd {
   }
 }
 
+/**
+ * The shim address a task's bundle records: containerd 2.x writes bootstrap.json
+ * ({"version":…,"address":…,"protocol":…}; containerd v2.1.0:core/runtime/v2/binary.go), 1.x
+ * shims write `address` (containerd v1.7.0:runtime/v2/shim/util_unix.go; returned as is, untrimmed).
+ * Undefined when neither.
+ */
+export function taskAddress(bundle: string): string | undefined {
+  try {
+    const j = JSON.parse(readFileSync(join(bundle, 'bootstrap.json'), 'utf8')) as { address?: string };
+    if (j.address) return j.address;
+  } catch { /* none */ }
+  try {
+    return readFileSync(join(bundle, 'address'), 'utf8') || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function buildConfig(inst: Instance, opts: StartOptions): string {
   const q = (s: string) => JSON.stringify(s);
   const level = process.env.SHIM_TEST_DEBUG ? 'debug' : 'info';
+  const version = configVersion(inst.daemon);
+  const v2x = version >= 3;
   const disabled = [
     'io.containerd.snapshotter.v1.aufs',
     'io.containerd.snapshotter.v1.btrfs',
     'io.containerd.snapshotter.v1.devmapper',
     'io.containerd.snapshotter.v1.zfs',
   ];
-  if (!opts.cri) disabled.unshift('io.containerd.grpc.v1.cri');
+  // NRI listens on a host-global socket (/var/run/nri/nri.sock; on by default in 2.x): two
+  // daemons side by side would clash.
+  if (inst.daemon.name !== '1.6') disabled.push('io.containerd.nri.v1.nri');
+  if (!opts.cri) {
+    disabled.unshift(CRI_PLUGINS.v1);
+    if (v2x) disabled.unshift(CRI_PLUGINS.runtime, CRI_PLUGINS.images, 'io.containerd.podsandbox.controller.v1.podsandbox');
+  }
+  // 2.3 (config version 4) serves gRPC and ttrpc from the io.containerd.server.v1.* plugins
+  // (containerd v2.3.4 `containerd config default`); before, from top-level [grpc] / [ttrpc].
+  const sockets = version >= 4
+    ? ['[plugins."io.containerd.server.v1.grpc"]', `  address = ${q(inst.address)}`, '',
+      '[plugins."io.containerd.server.v1.ttrpc"]', `  address = ${q(inst.ttrpcAddress)}`, '']
+    : ['[grpc]', `  address = ${q(inst.address)}`, '', '[ttrpc]', `  address = ${q(inst.ttrpcAddress)}`, ''];
   const lines = [
-    'version = 2',
+    `version = ${version >= 3 ? version : 2}`,
     `root = ${q(inst.root)}`,
     `state = ${q(inst.state)}`,
+    ...(v2x ? ['imports = []'] : []),
     `disabled_plugins = [${disabled.map(q).join(', ')}]`,
     '',
-    '[grpc]',
-    `  address = ${q(inst.address)}`,
-    '',
-    '[ttrpc]',
-    `  address = ${q(inst.ttrpcAddress)}`,
-    '',
+    ...sockets,
     '[debug]',
     `  level = ${q(level)}`,
     '',
@@ -695,7 +769,8 @@ function buildConfig(inst: Instance, opts: StartOptions): string {
     '  [plugins."io.containerd.internal.v1.opt"]',
     `    path = ${q(join(inst.dir, 'opt'))}`,
   ];
-  if (opts.cri) {
+  const settings = opts.criSettings ? opts.criSettings.split('\n').map((l) => l.trim()).filter((l) => l !== '') : [];
+  if (opts.cri && !v2x) {
     lines.push(
       '  [plugins."io.containerd.grpc.v1.cri"]',
       // Root here lacks CAP_SYS_RESOURCE: sandboxes would otherwise get oom_score_adj -998 and fail.
@@ -703,13 +778,29 @@ function buildConfig(inst: Instance, opts: StartOptions): string {
       // Avoid clashing on the default streaming port 10010 between instances.
       '    stream_server_address = "127.0.0.1"',
       '    stream_server_port = "0"',
-      ...(opts.criSettings ? opts.criSettings.split('\n').map((l) => '    ' + l.trim()) : []),
+      ...settings.map((l) => '    ' + l),
       '    [plugins."io.containerd.grpc.v1.cri".containerd]',
       `      snapshotter = ${q(inst.snapshotter)}`,
     );
+  } else if (opts.cri) {
+    // 2.x: the same settings in the split CRI plugins (test/support/daemons.ts).
+    const t = splitCriSettings(settings);
+    lines.push(
+      `  [plugins."${CRI_PLUGINS.runtime}"]`,
+      '    restrict_oom_score_adj = true',
+      ...t.runtime.map((l) => '    ' + l),
+      `  [plugins."${CRI_PLUGINS.images}"]`,
+      `    snapshotter = ${q(inst.snapshotter)}`,
+      ...t.images.map((l) => '    ' + l),
+      ...(t.sandboxImage ? [`    [plugins."${CRI_PLUGINS.images}".pinned_images]`, `      sandbox = ${t.sandboxImage}`] : []),
+      `  [plugins."${CRI_PLUGINS.v1}"]`,
+      '    stream_server_address = "127.0.0.1"',
+      '    stream_server_port = "0"',
+      ...t.grpc.map((l) => '    ' + l),
+    );
   }
   lines.push('');
-  if (opts.extraConfig) lines.push(opts.extraConfig, '');
+  if (opts.extraConfig) lines.push(v2x ? translateCriToml(opts.extraConfig) : opts.extraConfig, '');
   return lines.join('\n');
 }
 
@@ -718,7 +809,7 @@ export async function startContainerd(opts: StartOptions = {}): Promise<Containe
   const snapshotter = opts.snapshotter ?? pickSnapshotter();
   // Short: unix socket paths are limited to 108 bytes.
   const dir = mkdtempSync('/tmp/ctd-');
-  const inst = new Instance(dir, snapshotter);
+  const inst = new Instance(dir, snapshotter, opts.daemon ?? DAEMON);
   writeFileSync(inst.configPath, buildConfig(inst, opts));
   liveInstances.add(inst);
   try {

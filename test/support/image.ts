@@ -218,7 +218,10 @@ export async function importImage(
 ): Promise<string> {
   const ns = opts.namespace ?? 'default';
   const r = await c.ctr(['-n', ns, 'images', 'import', tarPath], { timeoutMs: 120_000 });
-  const imported = [...r.stdout.matchAll(/^unpacking (\S+) \(sha256:[0-9a-f]+\)/gm)].map((m) => m[1]);
+  // ctr 1.x prints `unpacking <ref> (sha256:…)`; ctr 2.x imports through the transfer service
+  // (which unpacks too) and prints `<ref>   saved`.
+  const imported = [...r.stdout.matchAll(/^(?:unpacking (\S+) \(sha256:[0-9a-f]+\)|(\S+)\s+saved\s*$)/gm)]
+    .map((m) => m[1] ?? m[2]);
   if (!imported.includes(ref)) {
     if (imported.length === 0) throw new Error(`ctr images import ${tarPath} imported nothing:\n${r.stdout}${r.stderr}`);
     // Tag under the wanted name (`ctr run` unpacks a not-yet-unpacked image itself).

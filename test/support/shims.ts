@@ -1,6 +1,8 @@
 // Which shim binaries the end-to-end tests run against.
 //
-//   REFERENCE_SHIM  containerd's own Go shim, installed by Debian's `containerd` package.
+//   REFERENCE_SHIM  containerd's own Go shim of the daemon under test: Debian's `containerd`
+//                   package's /usr/bin/containerd-shim-runc-v2 for 1.6 (the default), or the one
+//                   beside the daemon selected by SHIM_DAEMON (test/support/daemons.ts).
 //   OUR_SHIM        this repository's bin/containerd-shim-runc-v2 (runs dist/src/shim/main.js).
 //
 // SHIM_UNDER_TEST=ours|reference restricts shimsUnderTest() to one of them.
@@ -8,8 +10,9 @@
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { selectedDaemon, type Daemon } from './daemons.js';
 
-export const REFERENCE_SHIM = '/usr/bin/containerd-shim-runc-v2';
+export const REFERENCE_SHIM = selectedDaemon().shim;
 
 /** The repository root: the nearest ancestor of this file that holds a package.json. */
 export function repoRoot(): string {
@@ -32,10 +35,10 @@ export interface ShimUnderTest {
   path: string;
 }
 
-/** Both shims, or the one named by SHIM_UNDER_TEST (ours|reference). */
-export function shimsUnderTest(): ShimUnderTest[] {
+/** Both shims, or the one named by SHIM_UNDER_TEST (ours|reference); the reference is `daemon`'s own. */
+export function shimsUnderTest(daemon?: Daemon): ShimUnderTest[] {
   const all: ShimUnderTest[] = [
-    { name: 'reference', path: REFERENCE_SHIM },
+    { name: 'reference', path: daemon ? daemon.shim : REFERENCE_SHIM },
     { name: 'ours', path: OUR_SHIM },
   ];
   const only = (process.env.SHIM_UNDER_TEST ?? '').trim();
