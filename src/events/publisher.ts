@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { TtrpcClient, TtrpcError, invoke } from '../ttrpc/index.js';
 import { ForwardRequest } from '../gen/containerd/services/ttrpc/events/v1/events.js';
 import { Empty } from './empty.js';
-import { now } from '../shim/time.js';
+import { now } from './timestamp.js';
 
 const SERVICE = 'containerd.services.events.ttrpc.v1.Events';
 const CALL_TIMEOUT_MS = 5000;

@@ -12,7 +12,7 @@
 import { BootstrapParams, BootstrapResult } from '../gen/containerd/runtime/bootstrap/v1/bootstrap.js';
 import { Options } from '../gen/containerd/runc/v1/runc.js';
 import { Any } from '../gen/google/protobuf/any.js';
-import { OPTIONS_TYPE, typeName } from './options.js';
+import { OPTIONS_TYPE, typeName } from '../runc/options.js';
 import { SOCKET_DIR } from './address.js';
 
 /** containerd 2.3 caps what it reads of the shim's stdin at 10 MiB; so do we, on our side. */

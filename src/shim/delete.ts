@@ -5,10 +5,10 @@ import path from 'node:path';
 import { runSync } from '../sys/runsync.js';
 import { runcEnv } from '../runc/runc.js';
 import { DeleteResponse } from '../gen/containerd/task/v2/shim.js';
-import { readBundleOptions, runcCommand, runcRoot } from './options.js';
+import { readBundleOptions, runcCommand, runcRoot } from '../runc/options.js';
 import { unmountAll } from '../sys/mount.js';
-import { now } from './time.js';
-import { isValidIdentifier } from './identifiers.js';
+import { now } from '../events/timestamp.js';
+import { isValidIdentifier } from '../task/identifiers.js';
 import { isShimSocketName, socketPath } from './address.js';
 import type { ShimFlags } from './flags.js';
 

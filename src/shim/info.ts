@@ -13,7 +13,7 @@ import { Options } from '../gen/containerd/runc/v1/runc.js';
 import { VERSION, REVISION } from '../gen/version.js';
 import { runSync } from '../sys/runsync.js';
 import { runcEnv } from '../runc/runc.js';
-import { OPTIONS_TYPE, typeName } from './options.js';
+import { OPTIONS_TYPE, typeName } from '../runc/options.js';
 
 export const RUNTIME_NAME = 'io.containerd.runc.v2';
 export const FEATURES_TYPE = 'types.containerd.io/opencontainers/runtime-spec/1/features/Features';

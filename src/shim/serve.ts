@@ -8,10 +8,10 @@ import { TtrpcServer } from '../ttrpc/index.js';
 import { Reaper } from '../reaper/reaper.js';
 import { EventPublisher } from '../events/publisher.js';
 import { openLogger } from './logger.js';
-import { TaskService } from './service.js';
-import { registerTaskService } from './task-ttrpc.js';
+import { TaskService } from '../task/service.js';
+import { registerTaskService } from '../task/register.js';
 import { socketPath } from './address.js';
-import { isValidIdentifier } from './identifiers.js';
+import { isValidIdentifier } from '../task/identifiers.js';
 import type { ShimFlags } from './flags.js';
 
 const LISTEN_FD = 3;

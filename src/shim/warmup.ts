@@ -18,8 +18,8 @@ import { ForwardRequest } from '../gen/containerd/services/ttrpc/events/v1/event
 import { TtrpcClient, TtrpcServer, invoke, method, notFound } from '../ttrpc/index.js';
 import { EventPublisher } from '../events/publisher.js';
 import { Empty } from '../events/empty.js';
-import { registerTaskService } from './task-ttrpc.js';
-import type { TaskService } from './service.js';
+import { registerTaskService } from '../task/register.js';
+import type { TaskService } from '../task/service.js';
 import { parseFlags } from './flags.js';
 import { deleteAction } from './delete.js';
 import { fromOurUser } from './serve.js';

@@ -17,7 +17,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, rmdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, rmdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import {
@@ -577,6 +577,17 @@ const SCENARIOS: Scenario[] = [
         assert.ok(address?.startsWith('unix://'), `sandbox shim address: ${address}`);
         const addresses = ids.map((id) => taskAddress(bundle(id)));
         assert.deepEqual(addresses, ids.map(() => address), 'the app containers joined the sandbox shim');
+        // How the pod's containers reached that shim (containerd v2.3.4 core/runtime/v2/
+        // shim_manager.go): a daemon that got version 3 from the pause container's `start`
+        // creates them on its socket with no `start` and marks their bundles `sandbox`; with a
+        // version-2 answer it runs `start` per container (our `start` writes `address`). Ours
+        // answers version 3 only to containerd 2.3+, the one that sends BootstrapParams.
+        const reused = ids.map((id) => existsSync(join(bundle(id), 'sandbox')) && !existsSync(join(bundle(id), 'address')));
+        const how = reused.every(Boolean) ? 'v3 socket reuse' : reused.some(Boolean) ? 'mixed' : 'start per container';
+        if (shim.name === 'ours') {
+          assert.equal(how, l.daemon.name === '2.3' ? 'v3 socket reuse' : 'start per container', 'how the app containers joined the pod shim');
+        }
+        l.note(`CRI pod on containerd ${l.daemon.name}, ${shim.name} shim: ${how}`);
         const holders = socketHolders(address!.slice('unix://'.length));
         assert.equal(holders.length, 1, `one process serves the pod: ${JSON.stringify(holders)}`);
         const kind = shimKind(holders[0]!, l.daemon);

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseFlags, FlagError } from '../../src/shim/flags.js';
 import { socketAddress, groupId } from '../../src/shim/address.js';
-import { optionsToJSON, optionsFromJSON, decodeOptions, typeName } from '../../src/shim/options.js';
+import { optionsToJSON, optionsFromJSON, decodeOptions, typeName } from '../../src/runc/options.js';
 import { Options } from '../../src/gen/containerd/runc/v1/runc.js';
 import { DeleteResponse } from '../../src/gen/containerd/task/v2/shim.js';
 

@@ -1,14 +1,14 @@
 // Pure logic of the task service: state rules, runc error extraction, mount options, exit matching.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkInit, checkExec } from '../../src/shim/state.js';
+import { checkInit, checkExec } from '../../src/task/state.js';
 import { lastRuncError } from '../../src/runc/logjson.js';
 import { parseMountOptions, compactLowerdirs, mountsUnder, mountOne } from '../../src/sys/mount.js';
-import { ExitMatcher } from '../../src/shim/exits.js';
-import { Process } from '../../src/shim/process.js';
-import { isValidIdentifier } from '../../src/shim/identifiers.js';
+import { ExitMatcher } from '../../src/task/exits.js';
+import { Process } from '../../src/task/process.js';
+import { isValidIdentifier } from '../../src/task/identifiers.js';
 import { Code, TtrpcError } from '../../src/ttrpc/index.js';
-import { killError } from '../../src/shim/container.js';
+import { killError } from '../../src/task/container.js';
 import { RuncError } from '../../src/runc/runc.js';
 
 function errOf(fn: () => void): TtrpcError {

@@ -1,5 +1,6 @@
-// A container: its bundle, its runc, its init process and its execs. This is where a Task RPC
-// becomes runc calls and stdio plumbing; the service (service.ts) owns lookups, locks and events.
+// A container: its bundle, its runc, its init process and its execs, its cgroup and OOM watch.
+// This is where a Task RPC becomes runc calls, stdio plumbing and cgroup reads; the service
+// (service.ts) owns lookups, the processes' locks and state checks, and the events.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Options, CheckpointOptions } from '../gen/containerd/runc/v1/runc.js';
@@ -9,11 +10,13 @@ import { runtimeError } from '../runc/logjson.js';
 import type { Reaper } from '../reaper/reaper.js';
 import { createProcessIO, type ProcessIO } from '../io/processio.js';
 import { ConsoleIO } from '../io/console.js';
-import { CgroupHandle } from '../cgroups/stats.js';
+import { CgroupHandle, CgroupNotFoundError } from '../cgroups/stats.js';
+import type { OomWatcher } from '../cgroups/oom.js';
+import type { Any } from '../gen/google/protobuf/any.js';
 import { mountAll, unmountAll } from '../sys/mount.js';
-import { TtrpcError, Code } from '../ttrpc/index.js';
+import { TtrpcError, Code, notFound } from '../ttrpc/index.js';
 import { Process, type StdioSpec } from './process.js';
-import { runcCommand, runcRoot } from './options.js';
+import { runcCommand, runcRoot } from '../runc/options.js';
 
 const IO_DRAIN_MS = 2000;
 
@@ -57,6 +60,75 @@ export class Container {
 
   /** The container's cgroup, found from the init pid (absent → Stats is NotFound, no OOM watch). */
   cgroup?: CgroupHandle;
+
+  /** Find the cgroup from the init pid; failure only means no stats and no OOM watch. */
+  locateCgroup(warn: (msg: string, err: string) => void): void {
+    if (this.cgroup || !this.init.pid) return;
+    try {
+      this.cgroup = CgroupHandle.forPid(this.init.pid);
+    } catch (e) {
+      warn('loading cgroup', (e as Error).message);
+    }
+  }
+
+  /** Watch the cgroup for OOM kills (once; before the process runs, so none is missed). */
+  watchOom(oom: OomWatcher, warn: (msg: string, err: string) => void): void {
+    if (!this.cgroup || oom.has(this.id)) return;
+    try {
+      oom.add(this.id, this.cgroup);
+    } catch (e) {
+      warn('add cg to OOM monitor', (e as Error).message);
+    }
+  }
+
+  /** Stats: the cgroup's metrics, read synchronously (cheaper than thread-pool round trips). */
+  stats(): Any {
+    if (!this.cgroup) throw notFound('cgroup does not exist');
+    try {
+      return this.cgroup.statsSync();
+    } catch (e) {
+      if (e instanceof CgroupNotFoundError) throw notFound('cgroup does not exist');
+      throw e;
+    }
+  }
+
+  async pause(): Promise<void> {
+    try {
+      await this.runc.pause(this.id);
+    } catch (e) {
+      throw await runtimeError(this.runc.cfg.log, 'OCI runtime pause failed', e);
+    }
+  }
+
+  async resume(): Promise<void> {
+    try {
+      await this.runc.resume(this.id);
+    } catch (e) {
+      throw await runtimeError(this.runc.cfg.log, 'OCI runtime resume failed', e);
+    }
+  }
+
+  /** `runc update` with the LinuxResources JSON containerd sent. */
+  async update(json: string): Promise<void> {
+    try {
+      JSON.parse(json);
+    } catch (e) {
+      throw new TtrpcError(Code.InvalidArgument, `invalid resources: ${(e as Error).message}`);
+    }
+    await this.runc.update(this.id, json);
+  }
+
+  /** The container's pids, each with the exec id it belongs to (if any). */
+  async pids(): Promise<{ pid: number; execId?: string }[]> {
+    // The reference returns runc's (go-runc's) error as is, code Unknown.
+    const pids = await this.runc.ps(this.id);
+    const execByPid = new Map<number, string>();
+    for (const p of this.execs.values()) if (p.pid) execByPid.set(p.pid, p.execId);
+    return pids.map((pid) => ({ pid, execId: execByPid.get(pid) }));
+  }
+
+  /** The process spec of each exec added and not yet started. */
+  readonly execSpecs = new WeakMap<Process, unknown>();
 
   /** Set as soon as the reaper reports the init's exit: from then on no exec may start. */
   initExited = false;

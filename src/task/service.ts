@@ -1,24 +1,25 @@
-// The containerd.task.v2.Task service: one daemon may serve several containers (a Kubernetes
-// pod shares one shim), so all state is a map of containers, each with its processes.
-// Request → Container (runc, io) → events; exits arrive from the reaper.
+// The Task service (containerd.task.v2.Task and v3): decode, find the container and process,
+// check the process's state, call the container, answer, publish. One daemon may serve several
+// containers (a Kubernetes pod shares one shim), so all state is a map of containers, each
+// with its processes. Request path: ttrpc → service → container → runc / io / cgroups; exits
+// come from the reaper through the exit matcher; events go out through TaskEvents.
 import type { Logger } from 'pino';
-import * as T from '../gen/containerd/task/v2/shim.js';
-import * as E from '../gen/containerd/events/task.js';
+import type * as T from '../gen/containerd/task/v2/shim.js';
+import { StateResponse } from '../gen/containerd/task/v2/shim.js';
 import { Status as TaskStatus } from '../gen/containerd/types/task.js';
 import { ProcessDetails, CheckpointOptions } from '../gen/containerd/runc/v1/runc.js';
 import { TtrpcError, Code, notFound, alreadyExists, failedPrecondition } from '../ttrpc/index.js';
 import type { Reaper, Exit } from '../reaper/reaper.js';
 import type { EventSink } from '../events/publisher.js';
+import { TaskEvents } from '../events/task-events.js';
 import { Container, killError } from './container.js';
 import { Process } from './process.js';
 import { ExitMatcher } from './exits.js';
-import { checkInit, checkExec, type ProcState } from './state.js';
-import { decodeOptions, writeBundleOptions, typeName } from './options.js';
+import type { ProcState } from './state.js';
+import { decodeOptions, writeBundleOptions, typeName } from '../runc/options.js';
 import { validateId } from './identifiers.js';
 import { ConsoleIO } from '../io/console.js';
-import { CgroupHandle, CgroupNotFoundError } from '../cgroups/stats.js';
 import { OomWatcher } from '../cgroups/oom.js';
-import { runtimeError } from '../runc/logjson.js';
 
 const SIGKILL = 9;
 
@@ -27,14 +28,15 @@ const STATUS: Record<ProcState, TaskStatus> = {
   paused: TaskStatus.PAUSED, stopped: TaskStatus.STOPPED, deleted: TaskStatus.STOPPED,
 };
 
-type Encodable<M> = { encode(m: M): { finish(): Uint8Array } };
+type Empty = Record<string, never>;
 
 /**
  * Ordering without a service-wide lock (as containerd v2.x's runc shim, task/service.go): a
- * process's exit is published after its own start event (`Process.starting`), an init's exit
- * after the exits of the execs that were started (`Container.whenExecsDone`), and once the
- * reaper reports an init's exit no exec may start (FailedPrecondition). No RPC waits on a runc
- * call of another process.
+ * process's state-changing RPCs are serialized by its own lock (`Process.lock`); its exit is
+ * published after its own start event (`Process.starting`), an init's exit after the exits of
+ * the execs that were started (`Container.whenExecsDone`), and once the reaper reports an
+ * init's exit no exec may start (FailedPrecondition). No RPC waits on another process's runc
+ * call, and read-only RPCs (State, Wait, Pids, Stats, Connect) on none.
  */
 export class TaskService {
   readonly containers = new Map<string, Container>();
@@ -43,16 +45,17 @@ export class TaskService {
   private readonly creating = new Set<string>();
   /** The container of each process the reaper may report. */
   private readonly owner = new WeakMap<Process, Container>();
-
+  private readonly events: TaskEvents;
   private readonly oom: OomWatcher;
 
   constructor(
     private readonly namespace: string,
     private readonly reaper: Reaper,
-    private readonly events: EventSink,
+    sink: EventSink,
     private readonly log: Logger,
     private readonly onShutdown: () => void,
   ) {
+    this.events = new TaskEvents(sink);
     reaper.on('exit', (e: Exit) => this.onExit(e));
     this.oom = new OomWatcher({
       onError: (id, err) => this.log.warn({ id, err: (err as Error)?.message }, 'oom watch failed'),
@@ -60,31 +63,12 @@ export class TaskService {
     });
     this.oom.on('oom', (id: string) => {
       this.log.info({ id }, 'container OOM');
-      this.publish('/tasks/oom', 'TaskOOM', E.TaskOOM, { containerId: id });
+      this.events.oom(id);
     });
   }
 
-  private watchOom(c: Container): void {
-    if (!c.cgroup || this.oom.has(c.id)) return;
-    try {
-      this.oom.add(c.id, c.cgroup);
-    } catch (e) {
-      this.log.warn({ id: c.id, err: (e as Error).message }, 'add cg to OOM monitor');
-    }
-  }
-
-  /** Find the container's cgroup from its init pid; failure only means no stats/OOM watch. */
-  private locateCgroup(c: Container): void {
-    if (c.cgroup || !c.init.pid) return;
-    try {
-      c.cgroup = CgroupHandle.forPid(c.init.pid);
-    } catch (e) {
-      this.log.warn({ id: c.id, err: (e as Error).message }, 'loading cgroup');
-    }
-  }
-
-  private publish<M>(topic: string, type: string, codec: Encodable<M>, msg: M): void {
-    this.events.publish(topic, `containerd.events.${type}`, codec.encode(msg).finish());
+  private warner(id: string): (msg: string, err: string) => void {
+    return (msg, err) => this.log.warn({ id, err }, msg);
   }
 
   private container(id: string): Container {
@@ -98,6 +82,14 @@ export class TaskService {
     const p = c.execs.get(execId);
     if (!p) throw notFound(`process does not exist ${execId}`);
     return p;
+  }
+
+  /** Run a state-changing RPC on one process, under that process's lock. */
+  private async locked<R>(r: { id: string; execId?: string }, fn: (c: Container, p: Process) => Promise<R>): Promise<R> {
+    const c = this.container(r.id);
+    const p = this.process(c, r.execId ?? '');
+    // A call that waited while another deleted the process gets the deleted state's error.
+    return p.lock.run(() => fn(c, p));
   }
 
   // ---- lifecycle ----
@@ -122,16 +114,16 @@ export class TaskService {
         pid = await c.create();
         if (pid) {
           this.attach(c, c.init, pid);
-          this.locateCgroup(c);
+          c.locateCgroup(this.warner(c.id));
           // Watch before the process runs: an OOM right after `runc start` must not be missed.
-          this.watchOom(c);
+          c.watchOom(this.oom, this.warner(c.id));
         }
         this.containers.set(r.id, c);
-        this.publish('/tasks/create', 'TaskCreate', E.TaskCreate, E.TaskCreate.fromPartial({
+        this.events.create({
           containerId: r.id, bundle: r.bundle, rootfs: r.rootfs,
           io: { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal },
           checkpoint: r.checkpoint, pid,
-        }));
+        });
       } finally {
         this.exits.end();
         started();
@@ -151,62 +143,66 @@ export class TaskService {
   }
 
   async start(r: T.StartRequest): Promise<T.StartResponse> {
-    const c = this.container(r.id);
-    const p = this.process(c, r.execId);
-    if (p.isInit) {
-      checkInit('start', p.state);
-      const restoring = !!c.restoreFrom;
-      if (restoring) this.exits.begin();
-      const started = p.beginStart();
-      try {
-        const pid = await c.start();
-        if (restoring) this.attach(c, p, pid);
-        if (p.state === 'created') p.state = 'running';
-        this.locateCgroup(c);
-        this.watchOom(c);
-        this.publish('/tasks/start', 'TaskStart', E.TaskStart, { containerId: c.id, pid: p.pid });
-      } finally {
-        if (restoring) this.exits.end();
-        started();
-      }
-      return { pid: p.pid };
+    return this.locked(r, async (c, p) => {
+      if (p.isInit) return { pid: await this.startInit(c, p) };
+      return { pid: await this.startExec(c, p) };
+    });
+  }
+
+  private async startInit(c: Container, p: Process): Promise<number> {
+    p.must('start');
+    const restoring = !!c.restoreFrom;
+    if (restoring) this.exits.begin();
+    const started = p.beginStart();
+    try {
+      const pid = await c.start();
+      if (restoring) this.attach(c, p, pid);
+      if (p.state === 'created') p.moveTo('running');
+      c.locateCgroup(this.warner(c.id));
+      c.watchOom(this.oom, this.warner(c.id));
+      this.events.start(c.id, p.pid);
+    } finally {
+      if (restoring) this.exits.end();
+      started();
     }
+    return p.pid;
+  }
+
+  private async startExec(c: Container, p: Process): Promise<number> {
     // containerd v2.x task/service.go Start: once the init's exit is known, no exec starts.
     if (c.initExited) throw failedPrecondition(`container ${c.id} init process is not running`);
-    checkExec('start', p.state);
-    checkInit('exec', c.init.state);
+    p.must('start');
+    c.init.must('exec');
     c.execStarting();
     this.exits.begin();
     const started = p.beginStart();
     try {
       let pid: number;
       try {
-        pid = await c.startExec(p, this.execSpecs.get(p) ?? {});
+        pid = await c.startExec(p, c.execSpecs.get(p) ?? {});
       } catch (e) {
         p.startFailed();
         c.execDone();
         throw e;
       }
-      this.execSpecs.delete(p);
-      if (p.state === 'created') p.state = 'running';
+      c.execSpecs.delete(p);
+      if (p.state === 'created') p.moveTo('running');
       this.attach(c, p, pid);
-      this.publish('/tasks/exec-started', 'TaskExecStarted', E.TaskExecStarted, { containerId: c.id, execId: p.execId, pid });
-      return { pid };
+      this.events.execStarted(c.id, p.execId, pid);
+      return pid;
     } finally {
       this.exits.end();
       started();
     }
   }
 
-  private readonly execSpecs = new WeakMap<Process, unknown>();
-
-  async exec(r: T.ExecProcessRequest): Promise<Record<string, never>> {
+  async exec(r: T.ExecProcessRequest): Promise<Empty> {
     const c = this.container(r.id);
     validateId('exec id', r.execId);
     if (c.reserved.has(r.execId)) throw alreadyExists(`id ${r.execId}`);
     c.reserved.add(r.execId);
     try {
-      checkInit('exec', c.init.state);
+      c.init.must('exec');
       let spec: Record<string, unknown>;
       try {
         spec = JSON.parse(Buffer.from(r.spec?.value ?? new Uint8Array()).toString('utf8')) as Record<string, unknown>;
@@ -217,66 +213,62 @@ export class TaskService {
       spec.terminal = r.terminal;
       const p = new Process(r.id, r.execId, { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal });
       this.owner.set(p, c);
-      this.execSpecs.set(p, spec);
+      c.execSpecs.set(p, spec);
       c.execs.set(r.execId, p);
     } catch (e) {
       c.reserved.delete(r.execId);
       throw e;
     }
-    this.publish('/tasks/exec-added', 'TaskExecAdded', E.TaskExecAdded, { containerId: c.id, execId: r.execId });
+    this.events.execAdded(c.id, r.execId);
     return {};
   }
 
   async delete(r: T.DeleteRequest): Promise<T.DeleteResponse> {
-    const c = this.container(r.id);
-    const p = this.process(c, r.execId);
-    if (p.isInit) {
-      checkInit('delete', p.state);
-      const deleting = c.deleteInit();
-      p.deletion = deleting.then(() => true, () => false);
-      try {
-        await deleting;
-      } finally {
-        // An exit reaped during `runc delete` is published before /tasks/delete (deliverExit).
-        await p.delivering;
-        p.deletion = undefined;
+    return this.locked(r, async (c, p) => {
+      p.must('delete');
+      if (p.isInit) {
+        const deleting = c.deleteInit();
+        p.deletion = deleting.then(() => true, () => false);
+        try {
+          await deleting;
+        } finally {
+          // An exit reaped during `runc delete` is published before /tasks/delete (deliverExit).
+          await p.delivering;
+          p.deletion = undefined;
+        }
+        p.moveTo('deleted');
+        this.exits.untrack(p);
+        p.releasePidfd();
+        this.oom.remove(c.id);
+        this.containers.delete(c.id);
+        this.events.delete({ containerId: c.id, pid: p.pid, exitStatus: p.exitStatus, exitedAt: p.exitedAt });
+        this.log.info({ id: c.id }, 'container deleted');
+      } else {
+        await c.deleteExec(p);
+        p.moveTo('deleted');
+        this.exits.untrack(p);
+        c.execs.delete(p.execId);
+        c.reserved.delete(p.execId);
       }
-      p.state = 'deleted';
-      this.exits.untrack(p);
-      p.releasePidfd();
-      this.oom.remove(c.id);
-      this.containers.delete(c.id);
-      this.publish('/tasks/delete', 'TaskDelete', E.TaskDelete, E.TaskDelete.fromPartial({
-        containerId: c.id, pid: p.pid, exitStatus: p.exitStatus, exitedAt: p.exitedAt,
-      }));
-      this.log.info({ id: c.id }, 'container deleted');
-    } else {
-      checkExec('delete', p.state);
-      await c.deleteExec(p);
-      p.state = 'deleted';
-      this.exits.untrack(p);
-      c.execs.delete(p.execId);
-      c.reserved.delete(p.execId);
-    }
-    return { pid: p.pid, exitStatus: p.exitStatus, exitedAt: p.exitedAt };
+      return { pid: p.pid, exitStatus: p.exitStatus, exitedAt: p.exitedAt };
+    });
   }
 
-  async kill(r: T.KillRequest): Promise<Record<string, never>> {
-    const c = this.container(r.id);
-    const p = this.process(c, r.execId);
-    if (p.isInit) {
-      checkInit('kill', p.state);
-      await c.killInit(r.signal, r.all);
+  async kill(r: T.KillRequest): Promise<Empty> {
+    return this.locked(r, async (c, p) => {
+      p.must('kill');
+      if (p.isInit) {
+        await c.killInit(r.signal, r.all);
+        return {};
+      }
+      try {
+        p.signal(r.signal);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ESRCH') throw notFound('exec kill error: process already finished');
+        throw killError(e);
+      }
       return {};
-    }
-    checkExec('kill', p.state);
-    try {
-      p.signal(r.signal);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ESRCH') throw notFound('exec kill error: process already finished');
-      throw killError(e);
-    }
-    return {};
+    });
   }
 
   async wait(r: T.WaitRequest): Promise<T.WaitResponse> {
@@ -290,7 +282,7 @@ export class TaskService {
     const p = this.process(c, r.execId);
     let st = p.state;
     if (!p.isInit && (c.init.state === 'paused' || c.init.state === 'pausing')) st = c.init.state;
-    return T.StateResponse.fromPartial({
+    return StateResponse.fromPartial({
       id: p.isInit ? c.id : p.execId,
       bundle: c.bundle,
       pid: p.pid,
@@ -302,67 +294,54 @@ export class TaskService {
   }
 
   async pids(r: T.PidsRequest): Promise<T.PidsResponse> {
-    const c = this.container(r.id);
-    // The reference returns runc's (go-runc's) error as is, code Unknown.
-    const pids = await c.runc.ps(c.id);
-    const execByPid = new Map<number, string>();
-    for (const p of c.execs.values()) if (p.pid) execByPid.set(p.pid, p.execId);
+    const procs = await this.container(r.id).pids();
     return {
-      processes: pids.map((pid) => {
-        const execId = execByPid.get(pid);
-        return {
-          pid,
-          info: execId === undefined ? undefined : {
-            typeUrl: 'containerd.runc.v1.ProcessDetails',
-            value: ProcessDetails.encode({ execId }).finish(),
-          },
-        };
-      }),
+      processes: procs.map(({ pid, execId }) => ({
+        pid,
+        info: execId === undefined ? undefined : {
+          typeUrl: 'containerd.runc.v1.ProcessDetails',
+          value: ProcessDetails.encode({ execId }).finish(),
+        },
+      })),
     };
   }
 
-  async pause(r: T.PauseRequest): Promise<Record<string, never>> {
-    const c = this.container(r.id);
-    checkInit('pause', c.init.state);
-    c.init.state = 'pausing';
-    try {
-      await c.runc.pause(c.id);
-    } catch (e) {
-      if (c.init.state === 'pausing') c.init.state = 'running';
-      throw await runtimeError(c.runc.cfg.log, 'OCI runtime pause failed', e);
-    }
-    if (c.init.state === 'pausing') c.init.state = 'paused';
-    this.publish('/tasks/paused', 'TaskPaused', E.TaskPaused, { containerId: c.id });
-    return {};
+  async pause(r: T.PauseRequest): Promise<Empty> {
+    return this.locked({ id: r.id }, async (c, p) => {
+      p.must('pause');
+      p.moveTo('pausing');
+      try {
+        await c.pause();
+      } catch (e) {
+        if (p.state === 'pausing') p.moveTo('running');
+        throw e;
+      }
+      // An exit may have come meanwhile (stopped): then there is nothing paused to report.
+      if (p.state === 'pausing') p.moveTo('paused');
+      this.events.paused(c.id);
+      return {};
+    });
   }
 
-  async resume(r: T.ResumeRequest): Promise<Record<string, never>> {
-    const c = this.container(r.id);
-    checkInit('resume', c.init.state);
-    try {
-      await c.runc.resume(c.id);
-    } catch (e) {
-      throw await runtimeError(c.runc.cfg.log, 'OCI runtime resume failed', e);
-    }
-    if (c.init.state === 'paused') c.init.state = 'running';
-    this.publish('/tasks/resumed', 'TaskResumed', E.TaskResumed, { containerId: c.id });
-    return {};
+  async resume(r: T.ResumeRequest): Promise<Empty> {
+    return this.locked({ id: r.id }, async (c, p) => {
+      p.must('resume');
+      await c.resume();
+      if (p.state === 'paused') p.moveTo('running');
+      this.events.resumed(c.id);
+      return {};
+    });
   }
 
-  async update(r: T.UpdateTaskRequest): Promise<Record<string, never>> {
-    const c = this.container(r.id);
-    checkInit('update', c.init.state);
-    const json = Buffer.from(r.resources?.value ?? new Uint8Array()).toString('utf8');
-    try {
-      JSON.parse(json);
-    } catch (e) {
-      throw new TtrpcError(Code.InvalidArgument, `invalid resources: ${(e as Error).message}`);
-    }
-    await c.runc.update(c.id, json);
-    return {};
+  async update(r: T.UpdateTaskRequest): Promise<Empty> {
+    return this.locked({ id: r.id }, async (c, p) => {
+      p.must('update');
+      await c.update(Buffer.from(r.resources?.value ?? new Uint8Array()).toString('utf8'));
+      return {};
+    });
   }
 
-  async closeIO(r: T.CloseIORequest): Promise<Record<string, never>> {
+  async closeIO(r: T.CloseIORequest): Promise<Empty> {
     const c = this.container(r.id);
     let p: Process;
     try {
@@ -379,38 +358,32 @@ export class TaskService {
     return {};
   }
 
-  async resizePty(r: T.ResizePtyRequest): Promise<Record<string, never>> {
-    const p = this.process(this.container(r.id), r.execId);
-    if (!p.isInit) checkExec('resize', p.state);
-    if (p.io instanceof ConsoleIO) p.io.resize(r.width, r.height);
-    return {};
+  async resizePty(r: T.ResizePtyRequest): Promise<Empty> {
+    return this.locked(r, async (_c, p) => {
+      if (!p.isInit) p.must('resize');
+      if (p.io instanceof ConsoleIO) p.io.resize(r.width, r.height);
+      return {};
+    });
   }
 
   async stats(r: T.StatsRequest): Promise<T.StatsResponse> {
-    const c = this.container(r.id);
-    if (!c.cgroup) throw notFound('cgroup does not exist');
-    try {
-      // Sync reads of small cgroupfs files: cheaper than the thread pool round trips.
-      return { stats: c.cgroup.statsSync() };
-    } catch (e) {
-      if (e instanceof CgroupNotFoundError) throw notFound('cgroup does not exist');
-      throw e;
-    }
+    return { stats: this.container(r.id).stats() };
   }
 
-  async checkpoint(r: T.CheckpointTaskRequest): Promise<Record<string, never>> {
-    const c = this.container(r.id);
-    checkInit('checkpoint', c.init.state);
-    let opts = CheckpointOptions.fromPartial({});
-    if (r.options && r.options.value.length) {
-      if (typeName(r.options.typeUrl) !== 'containerd.runc.v1.CheckpointOptions') {
-        throw new TtrpcError(Code.InvalidArgument, `unsupported checkpoint options type ${r.options.typeUrl}: invalid argument`);
+  async checkpoint(r: T.CheckpointTaskRequest): Promise<Empty> {
+    return this.locked({ id: r.id }, async (c, p) => {
+      p.must('checkpoint');
+      let opts = CheckpointOptions.fromPartial({});
+      if (r.options && r.options.value.length) {
+        if (typeName(r.options.typeUrl) !== 'containerd.runc.v1.CheckpointOptions') {
+          throw new TtrpcError(Code.InvalidArgument, `unsupported checkpoint options type ${r.options.typeUrl}: invalid argument`);
+        }
+        opts = CheckpointOptions.decode(r.options.value);
       }
-      opts = CheckpointOptions.decode(r.options.value);
-    }
-    await c.checkpoint(r.path, opts);
-    // No event: the reference runc shim never publishes /tasks/checkpointed (events.md §2).
-    return {};
+      await c.checkpoint(r.path, opts);
+      // No event: the reference runc shim never publishes /tasks/checkpointed.
+      return {};
+    });
   }
 
   async connect(r: T.ConnectRequest): Promise<T.ConnectResponse> {
@@ -418,7 +391,7 @@ export class TaskService {
     return { shimPid: process.pid, taskPid: c?.init.pid ?? 0, version: '' };
   }
 
-  async shutdown(_r: T.ShutdownRequest): Promise<Record<string, never>> {
+  async shutdown(_r: T.ShutdownRequest): Promise<Empty> {
     // A no-op while any container remains (containerd 2.x sends a pod's containers to one shim
     // and no Shutdown after their Delete) or is being created.
     if (this.containers.size > 0 || this.creating.size > 0) return {};
@@ -454,12 +427,11 @@ export class TaskService {
 
   private async publishExit(c: Container, p: Process, e: Exit): Promise<void> {
     if (p.state === 'deleted') return; // exits after Delete are ignored
+    const facts = { containerId: p.id, id: p.isInit ? p.id : p.execId, pid: p.pid };
     if (p.deletion && await p.deletion) {
       // Reaped while Delete ran (runc delete kills a created init): reported, not recorded.
       p.releaseWaiters();
-      this.publish('/tasks/exit', 'TaskExit', E.TaskExit, E.TaskExit.fromPartial({
-        containerId: p.id, id: p.isInit ? p.id : p.execId, pid: p.pid, exitStatus: e.status, exitedAt: p.exitedAt,
-      }));
+      this.events.exit({ ...facts, exitStatus: e.status, exitedAt: p.exitedAt });
       return;
     }
     if (p.isInit) {
@@ -474,10 +446,7 @@ export class TaskService {
       if (p.state === 'paused') await c.runc.resume(c.id).catch(() => undefined);
     }
     p.setExited(e.status, { seconds: e.exitedAt.seconds, nanos: e.exitedAt.nanos });
-    this.publish('/tasks/exit', 'TaskExit', E.TaskExit, E.TaskExit.fromPartial({
-      containerId: p.id, id: p.isInit ? p.id : p.execId, pid: p.pid, exitStatus: p.exitStatus, exitedAt: p.exitedAt,
-    }));
+    this.events.exit({ ...facts, exitStatus: p.exitStatus, exitedAt: p.exitedAt });
     this.log.info({ id: p.id, execId: p.execId || undefined, pid: p.pid, status: e.status }, 'process exited');
   }
-
 }

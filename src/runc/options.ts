@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Options } from '../gen/containerd/runc/v1/runc.js';
 import type { Any } from '../gen/google/protobuf/any.js';
-import { DEFAULT_RUNC_ROOT } from '../runc/runc.js';
+import { DEFAULT_RUNC_ROOT } from './runc.js';
 
 export const OPTIONS_TYPE = 'containerd.runc.v1.Options';
 

@@ -1,5 +1,6 @@
-// The process state machines of the reference shim (shared/spec/task-api.md §4.1, §4.2): which
-// operation each state allows, and the exact error each state gives otherwise.
+// The process state machines of the reference shim (containerd v2.3.4 pkg/process init_state.go,
+// exec_state.go): which operation each state allows, the exact error each state gives
+// otherwise, and which state may follow which.
 import { TtrpcError, Code } from '../ttrpc/index.js';
 
 export type ProcState = 'created' | 'running' | 'pausing' | 'paused' | 'stopped' | 'deleted';
@@ -42,3 +43,17 @@ function check<Op extends string>(table: Table<Op>, op: Op, state: ProcState): v
 
 export function checkInit(op: InitOp, state: ProcState): void { check(INIT, op, state); }
 export function checkExec(op: ExecOp, state: ProcState): void { check(EXEC, op, state); }
+
+/** The legal transitions, init and exec alike (an exec never pauses; its table just never asks). */
+const NEXT: Record<ProcState, readonly ProcState[]> = {
+  created: ['running', 'stopped', 'deleted'],
+  running: ['pausing', 'stopped'],
+  pausing: ['paused', 'running', 'stopped'],
+  paused: ['running', 'stopped'],
+  stopped: ['deleted'],
+  deleted: [],
+};
+
+export function canTransition(from: ProcState, to: ProcState): boolean {
+  return from === to || NEXT[from].includes(to);
+}

@@ -1,5 +1,4 @@
-// A FIFO async mutex: the "send lock" that orders start events before exit events, and the
-// lock that serialises Create/Shutdown, as the reference holds them.
+// A FIFO async mutex: each process's lock over its state-changing RPCs (process.ts).
 export class Mutex {
   private tail: Promise<void> = Promise.resolve();
 

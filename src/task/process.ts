@@ -4,15 +4,22 @@ import fs from 'node:fs';
 import * as native from '../sys/native.js';
 import type { ProcessIO } from '../io/processio.js';
 import type { Timestamp } from '../gen/google/protobuf/timestamp.js';
-import { GO_ZERO_TIME } from './time.js';
-import type { ProcState } from './state.js';
+import { GO_ZERO_TIME } from '../events/timestamp.js';
+import { canTransition, checkExec, checkInit, type ExecOp, type InitOp, type ProcState } from './state.js';
+import { Mutex } from './mutex.js';
 
 export interface StdioSpec { stdin: string; stdout: string; stderr: string; terminal: boolean }
 
 export class Process {
   pid = 0;
   private pidfd = -1;
-  state: ProcState = 'created';
+  private current: ProcState = 'created';
+  /**
+   * Held by every RPC that changes this process's state (Start, Delete, Kill, Pause, Resume,
+   * Update, Checkpoint, ResizePty), as Go's per-process mutex: two of them never interleave on
+   * one process, and never wait on another process's. Read-only RPCs never take it.
+   */
+  readonly lock = new Mutex();
   exitStatus = 0;
   exitedAt: Timestamp = GO_ZERO_TIME;
   io?: ProcessIO;
@@ -25,6 +32,20 @@ export class Process {
   }
 
   get isInit(): boolean { return this.execId === ''; }
+
+  get state(): ProcState { return this.current; }
+
+  /** Throw the reference's error unless the current state allows `op` (state.ts). */
+  must(op: InitOp | ExecOp): void {
+    if (this.isInit) checkInit(op as InitOp, this.current);
+    else checkExec(op as ExecOp, this.current);
+  }
+
+  /** Move to `to`; a transition the state machine does not have is a bug, never done. */
+  moveTo(to: ProcState): void {
+    if (!canTransition(this.current, to)) throw new Error(`internal: ${this.isInit ? 'init' : 'exec'} process cannot go from ${this.current} to ${to}`);
+    this.current = to;
+  }
 
   /** Set while this process is being created or started: its exit is published after that. */
   starting?: Promise<void>;
@@ -68,7 +89,7 @@ export class Process {
     if (this.hasExited) return;
     this.exitStatus = status;
     this.exitedAt = at;
-    if (this.state !== 'deleted') this.state = 'stopped';
+    if (this.current !== 'deleted') this.current = 'stopped';
     this.releasePidfd();
     this.resolveExit();
   }
