@@ -1,6 +1,6 @@
 // The shims the bench runs: the reference Go shim, ours, and experimental variants of ours
 // (bench/experiments/variants.ts, built by bench/experiments/build.ts).
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { OUR_SHIM, REFERENCE_SHIM, REPO_ROOT } from '../../test/support/shims.js';
 import { VARIANTS, variant } from '../experiments/variants.js';
@@ -12,17 +12,9 @@ export interface Shim {
   description: string;
 }
 
-/**
- * The JS entry bin/containerd-shim-runc-v2 runs: the bundle dist/shim/main.js when the wrapper
- * knows it and it is newer than the tsc output (the wrapper's own rule), else dist/src/shim/main.js.
- */
+/** The JS entry bin/containerd-shim-runc-v2 runs: always the bundle (one build, one path). */
 export function ourProgram(): string {
-  const tsc = join(REPO_ROOT, 'dist', 'src', 'shim', 'main.js');
-  const bundled = join(REPO_ROOT, 'dist', 'shim', 'main.js');
-  try {
-    if (readFileSync(OUR_SHIM, 'utf8').includes('dist/shim/main.js') && statSync(bundled).mtimeMs > statSync(tsc).mtimeMs) return bundled;
-  } catch { /* no bundle */ }
-  return tsc;
+  return join(REPO_ROOT, 'dist', 'shim', 'main.js');
 }
 
 /** The module holding the daemon (serve) code that ours loads: a chunk of the bundle, or the tsc output. */

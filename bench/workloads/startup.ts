@@ -13,6 +13,7 @@ import { FifoReader, mkfifo } from '../../test/support/fifo.js';
 import { addMetric, countFailure, log, newId, order, perShim, waitQuiet, type Ctx } from '../lib/ctx.js';
 import { findShimDaemons, timedRun, waitGone } from '../lib/proc.js';
 import type { Shim } from '../lib/shims.js';
+import { BootstrapParams, BootstrapResult } from '../../src/gen/containerd/runtime/bootstrap/v1/bootstrap.js';
 
 const NS = 'benchstartup';
 
@@ -30,9 +31,14 @@ export interface StartupSample {
   deleteMs: number;
 }
 
-/** One start → first RPC → Shutdown → delete cycle of `shim` against containerd address `address`. */
+/**
+ * One start → first RPC → Shutdown → delete cycle of `shim` against containerd address `address`.
+ * With `bootstrap`, `start` gets containerd 2.3's protobuf BootstrapParams on stdin and its answer
+ * is read as containerd 2.3 reads it (a BootstrapResult, else the plain address).
+ */
 export async function startupCycle(
   shim: Pick<Shim, 'name' | 'path'>, address: string, ttrpcAddress: string, dir: string, env: NodeJS.ProcessEnv = {},
+  o: { bootstrap?: boolean } = {},
 ): Promise<StartupSample> {
   const id = newId(shim.name, 'su');
   const bundle = join(dir, NS, id);
@@ -46,9 +52,13 @@ export async function startupCycle(
   try {
     const t0 = performance.now();
     const t0Epoch = performance.timeOrigin + t0;
-    const st = await timedRun(shim.path, [...common, 'start'], { cwd: bundle, env: shimEnv, timeoutMs: 20_000 });
+    const input = o.bootstrap ? Buffer.from(BootstrapParams.encode(BootstrapParams.fromPartial({
+      instanceId: id, namespace: NS, containerdTtrpcAddress: ttrpcAddress, containerdGrpcAddress: address, containerdBinary: '/usr/bin/containerd',
+    })).finish()) : undefined;
+    const st = await timedRun(shim.path, [...common, 'start'], { cwd: bundle, env: shimEnv, timeoutMs: 20_000, input });
     if (st.code !== 0 || st.stderr !== '') throw new Error(`start: exit ${st.code}: ${st.stderr}`);
-    const client = await TaskClient.connect(st.stdout.trim(), NS);
+    const answer = startAnswer(st.stdout);
+    const client = await TaskClient.connect(answer.address, NS, answer.version);
     let readyMs: number;
     let daemonPid = -1;
     try {
@@ -77,11 +87,20 @@ export async function startupCycle(
   }
 }
 
+/** `start`'s answer as containerd 2.3 reads it: a protobuf BootstrapResult, else a plain address. */
+function startAnswer(out: string): { address: string; version: 2 | 3 } {
+  const text = out.trim();
+  if (text.startsWith('unix://') || text.startsWith('/')) return { address: text, version: 2 };
+  const r = BootstrapResult.decode(Buffer.from(out, 'utf8'));
+  return { address: r.address, version: r.version === 3 ? 3 : 2 };
+}
+
 export async function startup(ctx: Ctx): Promise<void> {
   const start = perShim(ctx);
   const ready = perShim(ctx);
   const afterStart = perShim(ctx);
   const del = perShim(ctx);
+  const readyBootstrap = perShim(ctx);
   const nodeE0: number[] = [];
   const dir = join(ctx.tmp, 'startup');
   const total = ctx.sizes.warmup + ctx.sizes.startupIters;
@@ -99,6 +118,14 @@ export async function startup(ctx: Ctx): Promise<void> {
         countFailure(ctx, 'startup', shim.name);
         log(`startup ${shim.name}: ${(e as Error).message}`);
       }
+      await waitQuiet(ctx);
+      try {
+        const b = await startupCycle(shim, ctx.c.address, ctx.c.ttrpcAddress, dir, {}, { bootstrap: true });
+        if (i >= ctx.sizes.warmup) readyBootstrap[shim.name].push(b.readyMs);
+      } catch (e) {
+        countFailure(ctx, 'startup', shim.name);
+        log(`startup (bootstrap) ${shim.name}: ${(e as Error).message}`);
+      }
     }
     const n = await timedRun(process.execPath, ['-e', '0']);
     if (i >= ctx.sizes.warmup) nodeE0.push(n.wallMs);
@@ -106,6 +133,7 @@ export async function startup(ctx: Ctx): Promise<void> {
   const base = 'the bench plays containerd: minimal bundle (config.json `{}`, runtime `runc`, a `log` fifo the bench reads), the shim executed as containerd does (`-namespace -address -publish-binary -id … start`, cwd = bundle, TTRPC_ADDRESS set, stdin /dev/null)';
   addMetric(ctx, { workload: 'startup', metric: '`start` action', unit: 'ms', better: 'lower', how: `${base}; spawn → exit with stdout at EOF (what containerd waits for).` }, start);
   addMetric(ctx, { workload: 'startup', metric: '`start` → daemon answers 1st RPC', unit: 'ms', better: 'lower', how: `${base}; spawn of \`start\` → the daemon's reply to a Connect RPC sent right after \`start\` exits (containerd sends Create at that point).` }, ready);
+  addMetric(ctx, { workload: 'startup', metric: '`start` → 1st RPC, containerd 2.3 bootstrap', unit: 'ms', better: 'lower', how: `${base}, but stdin a protobuf BootstrapParams as containerd 2.3 writes it and the answer read as 2.3 reads it (BootstrapResult → task v3 for ours; a 1.x reference shim ignores the params and answers a plain address). Compare with the row above: the bootstrap must cost nothing.` }, readyBootstrap);
   addMetric(ctx, { workload: 'startup', metric: 'daemon ready after `start` exits', unit: 'ms', better: 'lower', how: 'the difference of the two above: daemon boot left on the critical path after `start` returned.' }, afterStart);
   addMetric(ctx, { workload: 'startup', metric: '`delete` action', unit: 'ms', better: 'lower', how: `${base}; after Shutdown, \`… delete\` wall time (runc delete --force of a missing container, unmount, DeleteResponse on stdout).` }, del);
   ctx.floors.push({
