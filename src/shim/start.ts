@@ -77,9 +77,11 @@ export async function start(flags: ShimFlags, ctx: StartContext = processContext
     try {
       const cgroup = input.options?.shimCgroup;
       if (cgroup) joinCgroup(cgroup, pid);
+      if (process.env.SCHED_CORE) enableSchedCore(pid);
       adjustOomScore(pid, ctx.ppid);
     } catch (e) {
-      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      // A standby running this job is the daemon itself: it exits once the job's status is out.
+      if (pid !== process.pid) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
       throw e;
     }
     return out;
@@ -154,6 +156,26 @@ function joinCgroup(cgroup: string, pid: number): void {
     } catch (e) {
       throw new Error(`failed to join cgroup ${cgroup}: ${(e as Error).message}`);
     }
+  }
+}
+
+const PR_SCHED_CORE = 62;
+const PR_SCHED_CORE_CREATE = 1;
+const PIDTYPE_TGID = 1;
+
+/**
+ * containerd's SCHED_CORE (any non-empty value): the daemon gets a core-scheduling cookie of its
+ * own, which its threads, runc and the containers inherit, so no other pod's tasks share an SMT
+ * core with them (containerd v2.3.4 manager_linux.go: schedcore.Create before the daemon starts).
+ * A kernel without core scheduling fails the start, as with the Go shim.
+ */
+function enableSchedCore(pid: number): void {
+  try {
+    native.prctl(PR_SCHED_CORE, PR_SCHED_CORE_CREATE, pid, PIDTYPE_TGID, 0);
+  } catch (e) {
+    // Go prints the errno's text: "EINVAL (Invalid argument)" → "invalid argument".
+    const text = /\(([^)]+)\)/.exec((e as Error).message)?.[1] ?? (e as Error).message;
+    throw new Error(`enable sched core support: ${text.charAt(0).toLowerCase()}${text.slice(1)}`);
   }
 }
 

@@ -7,7 +7,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { TaskClient, FakeEvents } from '../support/taskclient.js';
 import { makeBusyboxRootfs, makeBundle } from '../support/rootfs.js';
 import { mkfifo, FifoReader } from '../support/fifo.js';
@@ -20,6 +20,7 @@ import { Options } from '../../src/gen/containerd/runc/v1/runc.js';
 import { Any } from '../../src/gen/google/protobuf/any.js';
 import * as E from '../../src/gen/containerd/events/task.js';
 import { Code } from '../../src/ttrpc/index.js';
+import * as native from '../../src/sys/native.js';
 
 const NS = `shimv3${process.pid}`;
 const T_OPTS = { timeout: 90_000 };
@@ -253,6 +254,37 @@ describe('containerd 2.x contract, the test playing containerd', () => {
       log.close();
     }
     await shutdownShim(r.stdout.toString('utf8'), id);
+  });
+
+  test('SCHED_CORE: the daemon gets a core-scheduling cookie, or start fails as the Go shim does where the kernel has none', T_OPTS, async () => {
+    // Does this kernel do core scheduling? Ask for a cookie for a throwaway child.
+    const probe = spawn('sleep', ['30']);
+    let supported = true;
+    try {
+      native.prctl(62 /* PR_SCHED_CORE */, 1 /* CREATE */, probe.pid!, 1 /* PIDTYPE_TGID */, 0);
+    } catch {
+      supported = false;
+    } finally {
+      probe.kill('SIGKILL');
+    }
+    for (const standby of ['1', '0']) {
+      const id = `sched-core-${standby}`;
+      const { bundle, log } = bundleFor(id, ['true']);
+      const r = await runShim(shimArgs(id, 'start'), { cwd: bundle, env: { ...env, SCHED_CORE: '1', SHIM_STANDBY: standby } });
+      try {
+        if (supported) {
+          assert.equal(r.code, 0, r.stderr);
+          await shutdownShim(r.stdout.toString('utf8'), id);
+        } else {
+          assert.equal(r.code, 1);
+          assert.equal(r.stderr, 'io.containerd.runc.v2: enable sched core support: invalid argument');
+          assert.equal(r.stdout.length, 0);
+          assert.equal(ourDaemons().length, 0, 'no daemon left');
+        }
+      } finally {
+        log.close();
+      }
+    }
   });
 
   async function shutdownShim(address: string, id: string): Promise<void> {
