@@ -10,7 +10,8 @@
         "src/unix.cc",
         "src/fdwatch.cc",
         "src/title.cc",
-        "src/idmap.cc"
+        "src/idmap.cc",
+        "src/loop.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")"

@@ -125,6 +125,7 @@ static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   shim::InitFdWatch(env, exports);
   shim::InitTitle(env, exports);
   shim::InitIdmap(env, exports);
+  shim::InitLoop(env, exports);
   return exports;
 }
 

@@ -70,6 +70,7 @@ void InitUnix(Napi::Env env, Napi::Object exports);
 void InitFdWatch(Napi::Env env, Napi::Object exports);
 void InitTitle(Napi::Env env, Napi::Object exports);
 void InitIdmap(Napi::Env env, Napi::Object exports);
+void InitLoop(Napi::Env env, Napi::Object exports);
 
 // Implemented in reaper.cc, used by spawn.cc.
 bool ReaperRunning();

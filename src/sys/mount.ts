@@ -124,16 +124,26 @@ export function mountOne(m: MountSpec, target: string): void {
   if (m.type.startsWith('fuse.') || m.type.startsWith('fuse3.')) {
     throw new Error(`fuse mounts are not supported: ${m.type}`);
   }
-  if (loop) throw new Error('loop mounts are not supported');
   // Options for containerd's own mount manager (2.2+) must never reach a mount(2)
   // (containerd v2.3.4 core/mount/mount_linux.go refuses them too).
   const internal = m.options.find((o) => o.startsWith('X-containerd.'));
   if (internal) throw new Error(`mount option ${JSON.stringify(internal)} is for containerd's mount manager, not for the shim: invalid argument`);
   let data = dataList;
+  let source = m.source;
+  // A file-backed image: mount a loop device bound to it (autoclear: it goes with the mount).
+  let loopFd = -1;
+  if (loop) {
+    const direct = data.includes('direct-io');
+    data = data.filter((o) => o !== 'direct-io');
+    const lo = native.loopAttach(m.source, (flags & MS.RDONLY) !== 0, direct);
+    loopFd = lo.fd;
+    source = lo.device;
+  }
   // Both maps or none, as containerd (one alone is dropped).
-  const userns = uidmap && gidmap ? native.usernsFd(kernelIdMap(uidmap), kernelIdMap(gidmap)) : -1;
+  let userns = -1;
   let cleanup = () => { /* nothing mapped */ };
   try {
+    if (uidmap && gidmap) userns = native.usernsFd(kernelIdMap(uidmap), kernelIdMap(gidmap));
     if (userns >= 0 && m.type === 'overlay') ({ data, cleanup } = idmapLowerdirs(data, userns));
     let cwd: string | undefined;
     if (m.type === 'overlay' && data.join(',').length >= PAGE_SIZE - 512) ({ data, cwd } = compactLowerdirs(data));
@@ -141,8 +151,8 @@ export function mountOne(m: MountSpec, target: string): void {
     if (dataStr.length > PAGE_SIZE) throw new Error('mount options is too long');
     if (!((flags & MS.REMOUNT) && !dataStr)) {
       const d = dataStr || null;
-      if (cwd) native.mountInDir(cwd, m.source, target, m.type, flags, d);
-      else native.mount(m.source, target, m.type, flags, d);
+      if (cwd) native.mountInDir(cwd, source, target, m.type, flags, d);
+      else native.mount(source, target, m.type, flags, d);
     }
     if ((flags & MS.BIND) && (flags & MS.RDONLY)) {
       native.mount(null, target, null, (flags & ~MS.REC) | MS.REMOUNT | MS.BIND, null);
@@ -152,6 +162,7 @@ export function mountOne(m: MountSpec, target: string): void {
   } finally {
     cleanup();
     if (userns >= 0) fs.closeSync(userns);
+    if (loopFd >= 0) fs.closeSync(loopFd);
   }
 }
 

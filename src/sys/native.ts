@@ -121,6 +121,7 @@ interface NativeBinding {
   umount2(target: string, flags: number): void;
   usernsFd(uidMap: string, gidMap: string): number;
   idmapMount(source: string, target: string, usernsFd: number): void;
+  loopAttach(file: string, readOnly: boolean, directIo: boolean): { fd: number; device: string };
   setNonBlocking(fd: number, on: boolean): void;
   setCloexec(fd: number, on: boolean): void;
   dup(fd: number): number;
@@ -448,6 +449,15 @@ export function usernsFd(uidMap: string, gidMap: string): number {
  */
 export function idmapMount(source: string, target: string, usernsFd: number): void {
   native().idmapMount(source, target, usernsFd);
+}
+
+/**
+ * Bind `file` to a free loop device with autoclear (read-only and direct I/O on request);
+ * returns the device's path and an open fd of it, to close once the device is mounted.
+ * @throws NativeError with `syscall` `'open'`, `'LOOP_CTL_GET_FREE'` or `'LOOP_CONFIGURE'`.
+ */
+export function loopAttach(file: string, readOnly: boolean, directIo: boolean): { fd: number; device: string } {
+  return native().loopAttach(file, readOnly, directIo);
 }
 
 // ---------------------------------------------------------------------------

@@ -1,11 +1,12 @@
-// ID-mapped rootfs mounts (uidmap=/gidmap= options from containerd 2.x snapshotters): the
-// mapping syntax, and real id-mapped bind and overlay mounts (root, a kernel with idmapped
-// mounts on the test filesystem).
+// Rootfs mounts beyond plain mount(2): id-mapped ones (uidmap=/gidmap= options from containerd
+// 2.x snapshotters: the mapping syntax, real id-mapped bind and overlay mounts) and loop mounts
+// of file-backed images (root, a kernel with idmapped mounts and loop devices).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { kernelIdMap, mountOne, unmountAll, parseMountOptions } from '../../src/sys/mount.js';
 import * as native from '../../src/sys/native.js';
 
@@ -68,4 +69,25 @@ test('usernsFd: a bad map fails with the syscall named, and leaves no child behi
   assert.ok(fd > 2);
   assert.ok(fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith('user:['));
   fs.closeSync(fd);
+});
+
+test('a loop mount: a file-backed ext4 image is mounted through a loop device that goes with the mount', { skip: root && fs.existsSync('/dev/loop-control') && fs.existsSync('/usr/sbin/mke2fs') ? false : 'needs root, /dev/loop-control and mke2fs' }, () => {
+  const dir = scratch();
+  const img = path.join(dir, 'image.ext4');
+  try {
+    execFileSync('/usr/sbin/mke2fs', ['-q', '-t', 'ext4', '-d', path.join(dir, 'lower'), img, '8M']);
+    const target = path.join(dir, 'merged');
+    mountOne({ type: 'ext4', source: img, target: '', options: ['loop', 'ro'] }, target);
+    const device = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === target)?.split(' - ')[1]?.split(' ')[1];
+    assert.match(device ?? '', /^\/dev\/loop\d+$/);
+    assert.equal(fs.readFileSync(path.join(target, 'f'), 'utf8'), 'x');
+    assert.throws(() => fs.writeFileSync(path.join(target, 'g'), 'y'), /EROFS/);
+    unmountAll(target);
+    // Autoclear: with the mount gone the device is free again (no backing file).
+    const sys = `/sys/block/${path.basename(device!)}/loop/backing_file`;
+    assert.equal(fs.existsSync(sys), false, `${device} released`);
+  } finally {
+    unmountAll(path.join(dir, 'merged'));
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
