@@ -8,5 +8,15 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "test: containerd's shim conformance suite (scripts/shimtest.sh)"
 bash scripts/shimtest.sh
+# Focused runs on other daemons (the cross-daemon lane, daemons.test.ts, runs inside npm test):
+# a terminal's and the pipes' whole output at exit, through containerd 1.7 and 2.3.
+for d in 1.7 2.3; do
+  if [ -x "${SHIM_DAEMONS_PREFIX:-/opt/shim-test}/containerd-$d/bin/containerd" ]; then
+    echo "test: tty and pipe output at exit through containerd $d (io-drain, focused)"
+    SHIM_DAEMON=$d IO_DRAIN_RUNS=5 node --test --test-concurrency=1 --test-name-pattern="tty|pipes" dist/test/e2e/io-drain.test.js
+  else
+    echo "test: SKIPPED the io-drain run on containerd $d: not installed (scripts/daemons.sh)"
+  fi
+done
 echo "test: npm test"
 npm test

@@ -17,11 +17,11 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, rmdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync, readdirSync, readlinkSync, rmSync, rmdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import type { ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import {
-  argValue, listProcesses, NOTHING_LEFT, pidAlive, startContainerd, taskAddress, waitFor, waitForNoLeftovers,
+  argValue, fullPath, listProcesses, NOTHING_LEFT, pidAlive, startContainerd, taskAddress, waitFor, waitForNoLeftovers,
   type Containerd, type ProcInfo,
 } from '../support/containerd.js';
 import { DAEMON_NAMES, daemonVersion, findDaemon, type Daemon, type DaemonName } from '../support/daemons.js';
@@ -158,6 +158,8 @@ class Lane {
   events!: Events;
   cri!: CriClient;
   tmp = '';
+  /** Where the gated runc lives (start()). */
+  gate = '';
   cgroupParents: string[] = [];
   /** Set by waitDeleted() when the reference shim's /tasks/delete was lost in the current test. */
   lostDelete = false;
@@ -167,6 +169,19 @@ class Lane {
   async start(): Promise<void> {
     this.tmp = mkdtempSync('/tmp/dmn-');
     mkdirSync(join(this.tmp, 'logs'));
+    // A `runc` first on the daemon's PATH (the shims find runc there) that holds the `runc exec`
+    // of a container whose `hold-<id>` file exists, until `release-<id>` appears; every other
+    // call goes straight to the real runc.
+    this.gate = join(this.tmp, 'gate');
+    mkdirSync(this.gate);
+    const real = spawnSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8', env: { ...process.env, PATH: fullPath() } }).stdout.trim();
+    writeFileSync(join(this.gate, 'runc'), [
+      '#!/bin/sh',
+      'for id; do :; done',
+      `if [ -e "${this.gate}/hold-$id" ]; then for a; do if [ "$a" = exec ]; then`,
+      `  mv "${this.gate}/hold-$id" "${this.gate}/entered-$id" 2>/dev/null &&`,
+      `  while [ ! -e "${this.gate}/release-$id" ]; do sleep 0.05; done; break; fi; done; fi`,
+      `exec ${real} "$@"`, ''].join('\n'), { mode: 0o755 });
     const q = JSON.stringify;
     // Two CRI runtime handlers with the same runtime type (so the same runtime-options message),
     // each naming its shim binary: `runc` (the default handler, which must exist once any runtime
@@ -180,6 +195,7 @@ class Lane {
     ];
     this.c = await startContainerd({
       daemon: this.daemon,
+      pathPrepend: [this.gate],
       cri: true,
       criSettings: `sandbox_image = ${q(PAUSE_IMAGE_REF)}`,
       extraConfig: [...handler(CRI_HANDLER.reference, this.daemon.shim), ...handler(CRI_HANDLER.ours, OUR_SHIM)].join('\n'),
@@ -415,6 +431,44 @@ const SCENARIOS: Scenario[] = [
         const evs = await l.events.waitFor(id, (e) => e.some((s) => s.startsWith('/tasks/exit exec=t1')), 'exec exit', from);
         return { output: r.output, status: r.status, events: evs };
       } finally {
+        await l.remove(id);
+      }
+    },
+  },
+  {
+    // containerd's TestIssue10589: an exec whose `runc exec` is slow, the init killed meanwhile,
+    // then another exec. Containerd 2.x's Go shim answers FailedPrecondition; ours must too, and
+    // must never hang (containerd gives State 2 s).
+    name: 'exec after the init died, another exec stuck in runc',
+    async run(l, shim) {
+      const id = l.newId(shim.name, 'i10589');
+      const pid = await l.detached(shim, id);
+      try {
+        writeFileSync(join(l.gate, `hold-${id}`), '');
+        const slow = l.ctr(['task', 'exec', '--exec-id', 'slow', id, 'true']);
+        assert.ok(await waitFor(() => existsSync(join(l.gate, `entered-${id}`)), 20_000, 20), 'the first exec reached runc exec');
+        await l.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
+        assert.ok(await waitFor(() => !pidAlive(pid), 10_000, 20), 'the init died');
+        // Until the shim has seen the init's exit a new exec may still reach runc (and fail
+        // there); once it has, the answer must be FailedPrecondition. Bounded either way.
+        let late = { code: 0 as number | null, stderr: '', timedOut: false };
+        for (let i = 0; i < 10; i++) {
+          late = await l.c.ctr(['-n', NS, 'task', 'exec', '--exec-id', `late${i}`, id, 'true'], { timeoutMs: 8000, allowFail: true });
+          if (late.timedOut || late.stderr.includes('failed precondition')) break;
+        }
+        writeFileSync(join(l.gate, `release-${id}`), '');
+        const first = await slow;
+        assert.equal(late.timedOut, false, 'the exec after the init died hung');
+        if (shim.name === 'ours') {
+          assert.match(late.stderr, new RegExp(`container ${id} init process is not running: failed precondition`));
+        }
+        return {
+          late: late.timedOut ? 'hung' : stripLogTimes(late.stderr).replace(new RegExp(id, 'g'), '<id>').trim(),
+          lateCode: late.code,
+          firstCode: first.code === 0 ? 0 : 'failed',
+        };
+      } finally {
+        writeFileSync(join(l.gate, `release-${id}`), '');
         await l.remove(id);
       }
     },

@@ -25,6 +25,7 @@ import {
 } from './containerd.js';
 import { ensureBusyboxImage } from './image.js';
 import { shimsUnderTest, REPO_ROOT, type ShimName, type ShimUnderTest } from './shims.js';
+import { BootstrapResult } from '../../src/gen/containerd/runtime/bootstrap/v1/bootstrap.js';
 import { TaskClient, FakeEvents } from './taskclient.js';
 import { makeBusyboxRootfs, makeBundle } from './rootfs.js';
 import { mkfifo, FifoReader } from './fifo.js';
@@ -617,8 +618,16 @@ export class DirectEnv implements Diagnostics {
     const r = await runShim(['-namespace', ns, '-address', grpcAddress, '-publish-binary', '/usr/bin/containerd', '-id', id, 'start'],
       { cwd: bundle, env, bin: shim.path });
     assert.equal(r.code, 0, `${shim.path} start: ${r.stderr}`);
-    const address = r.stdout.toString('utf8').trim();
-    const client = await TaskClient.connect(address, ns);
+    // A plain address, or (containerd 2.3's Go shim prints it whatever stdin said) a protobuf
+    // BootstrapResult, whose version says which task service to call.
+    let address = r.stdout.toString('utf8').trim();
+    let version: 2 | 3 = 2;
+    if (!address.startsWith('unix://')) {
+      const res = BootstrapResult.decode(r.stdout);
+      address = res.address;
+      version = res.version === 3 ? 3 : 2;
+    }
+    const client = await TaskClient.connect(address, ns, version);
     const { shimPid } = await client.connect(id);
     const t = new DirectTask(this, shim, id, ns, bundle, address, client, shimPid, env, grpcAddress);
     this.tasks.add(t);
