@@ -3,7 +3,7 @@
 // because containerd is unreachable is not dropped after a few retries: it stays at the head of
 // a bounded queue and is retried with backoff, so ordering holds and a containerd restart loses
 // nothing. Events containerd itself rejects are logged and dropped.
-import type { Logger } from 'pino';
+import type { Logger } from '../log/logger.js';
 import { TtrpcClient, TtrpcError, invoke } from '../ttrpc/index.js';
 import { ForwardRequest } from '../gen/containerd/services/ttrpc/events/v1/events.js';
 import { Empty } from './empty.js';

@@ -1,11 +1,11 @@
-// Daemon logging: pino JSON lines into the bundle's `log` fifo, which containerd copies to its
-// own log. The fifo is written through an epoll-backed handle; if containerd stops reading
+// Daemon logging: logrus-style lines (src/log/logger.ts) into the bundle's `log` fifo, which
+// containerd copies to its own log. The fifo is written through an epoll-backed handle; if containerd stops reading
 // (restart), lines are dropped past a bound instead of blocking the shim or growing without
 // end, and the fifo is reopened once a new containerd reads it again.
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import pino, { type Logger } from 'pino';
+import { lineLogger, type Format, type Logger } from '../log/logger.js';
 
 const MAX_BACKLOG = 1 << 20;
 const REOPEN_INTERVAL_MS = 1000;
@@ -54,10 +54,12 @@ class FifoSink {
   }
 }
 
-export function openLogger(debug: boolean, fifo = 'log'): Logger {
-  return pino({
-    level: debug ? 'debug' : 'info',
-    base: { runtime: 'io.containerd.runc.v2', pid: process.pid },
-    timestamp: pino.stdTimeFunctions.isoTime,
-  }, new FifoSink(path.resolve(fifo)));
+/**
+ * The daemon's logger: debug with `-debug` (or containerd 2.3's debug log level), Go's text
+ * format unless SHIM_LOG_FORMAT=json in containerd's environment.
+ */
+export function openLogger(debug: boolean, fifo = 'log', env: NodeJS.ProcessEnv = process.env): Logger {
+  const sink = new FifoSink(path.resolve(fifo));
+  const format: Format = env.SHIM_LOG_FORMAT === 'json' ? 'json' : 'text';
+  return lineLogger((line) => sink.write(line), { debug, format, fields: { runtime: 'io.containerd.runc.v2' } });
 }

@@ -8,6 +8,7 @@ import { TtrpcServer } from '../ttrpc/index.js';
 import { Reaper } from '../reaper/reaper.js';
 import { EventPublisher } from '../events/publisher.js';
 import { openLogger } from './logger.js';
+import { installCrashPolicy } from './crash.js';
 import { TaskService } from '../task/service.js';
 import { registerTaskService } from '../task/register.js';
 import { socketPath } from './address.js';
@@ -43,12 +44,7 @@ export async function serve(flags: ShimFlags, listenFd = LISTEN_FD, o: ServeOpti
   process.umask(process.umask(0o022) | 0o022);
   const log = openLogger(flags.debug).child({ namespace: flags.namespace, id: flags.id });
   stderrToLogFifo();
-  process.on('uncaughtException', (err) => {
-    log.fatal({ err }, 'uncaught exception');
-  });
-  process.on('unhandledRejection', (err) => {
-    log.error({ err }, 'unhandled rejection');
-  });
+  installCrashPolicy(log);
 
   const reaper = new Reaper();
   reaper.start();

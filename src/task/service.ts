@@ -3,7 +3,7 @@
 // containers (a Kubernetes pod shares one shim), so all state is a map of containers, each
 // with its processes. Request path: ttrpc → service → container → runc / io / cgroups; exits
 // come from the reaper through the exit matcher; events go out through TaskEvents.
-import type { Logger } from 'pino';
+import type { Logger } from '../log/logger.js';
 import type * as T from '../gen/containerd/task/v2/shim.js';
 import { StateResponse } from '../gen/containerd/task/v2/shim.js';
 import { Status as TaskStatus } from '../gen/containerd/types/task.js';

@@ -433,7 +433,7 @@ export function standbysOf(ttrpcAddress: string): { pid: number; post: string }[
 
 /** Log lines of a daemon that report a crash-worthy error (uncaught exceptions, rejections). */
 export function crashLines(logText: string): string[] {
-  return logText.split('\n').filter((l) => /uncaught exception|unhandled rejection|"level":60/.test(l));
+  return logText.split('\n').filter((l) => /uncaught exception|unhandled rejection|level=fatal|"level":"fatal"/.test(l));
 }
 
 // ---------------------------------------------------------------------------------------------
