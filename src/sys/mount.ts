@@ -176,7 +176,8 @@ export function mountAll(mounts: readonly MountSpec[], rootfs: string): void {
       done.push(target);
     }
   } catch (e) {
-    for (const t of done.reverse()) try { unmountAll(t); } catch { /* best effort */ }
+    // Best effort, and no waiting in the daemon: a busy mount is retried at once, not later.
+    for (const t of done.reverse()) try { for (const _ of unmountSteps(t)) { /* retry now */ } } catch { /* best effort */ }
     throw new Error(`failed to mount rootfs component: ${(e as Error).message}`);
   }
 }
@@ -204,35 +205,41 @@ function unescapeMountPath(s: string): string {
 }
 
 const EBUSY_RETRIES = 50;
+const EBUSY_WAIT_MS = 50;
 
-function sleepSync(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+/**
+ * Unmount everything at or below dir (containerd's mount.UnmountAll: each mount point, deepest
+ * first, repeatedly until nothing is mounted there, retrying a busy one). A missing dir is fine.
+ * Blocks between retries: for the `delete` action and tests, never the daemon (unmountAllAsync).
+ */
+export function unmountAll(dir: string): void {
+  for (const wait of unmountSteps(dir)) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, wait);
 }
 
-/** Unmount everything at or below dir (shared/spec/runc-and-io.md §8.2). A missing dir is fine. */
-export function unmountAll(dir: string): void {
+/** unmountAll for the daemon: the event loop keeps running while a busy mount is retried. */
+export async function unmountAllAsync(dir: string): Promise<void> {
+  for (const wait of unmountSteps(dir)) await new Promise((resolve) => setTimeout(resolve, wait));
+}
+
+/** The unmounts, yielding how long to wait before retrying a busy mount point. */
+function* unmountSteps(dir: string): Generator<number, void> {
   const points = mountsUnder(dir);
   let lastErr: unknown;
-  points.forEach((p, i) => {
-    const isLast = i === points.length - 1;
+  for (const [i, p] of points.entries()) {
     try {
-      unmountRepeatedly(p);
+      for (let busy = 0; ;) {
+        try {
+          native.umount2(p, 0);
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException).code;
+          if (code === 'EINVAL' || code === 'ENOENT') break; // nothing mounted there any more
+          if (code === 'EBUSY' && busy++ < EBUSY_RETRIES) { yield EBUSY_WAIT_MS; continue; }
+          throw e;
+        }
+      }
     } catch (e) {
-      if (isLast) lastErr = e;
-    }
-  });
-  if (lastErr) throw lastErr;
-}
-
-function unmountRepeatedly(p: string): void {
-  for (let busy = 0; ;) {
-    try {
-      native.umount2(p, 0);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'EINVAL' || code === 'ENOENT') return; // nothing mounted there any more
-      if (code === 'EBUSY' && busy++ < EBUSY_RETRIES) { sleepSync(50); continue; }
-      throw e;
+      if (i === points.length - 1) lastErr = e;
     }
   }
+  if (lastErr) throw lastErr;
 }

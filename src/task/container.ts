@@ -13,7 +13,7 @@ import { ConsoleIO } from '../io/console.js';
 import { CgroupHandle, CgroupNotFoundError } from '../cgroups/stats.js';
 import type { OomWatcher } from '../cgroups/oom.js';
 import type { Any } from '../gen/google/protobuf/any.js';
-import { mountAll, unmountAll } from '../sys/mount.js';
+import { mountAll, unmountAllAsync } from '../sys/mount.js';
 import { TtrpcError, Code, notFound } from '../ttrpc/index.js';
 import { Process, type StdioSpec } from './process.js';
 import { runcCommand, runcRoot } from '../runc/options.js';
@@ -188,7 +188,7 @@ export class Container {
       return readPid(pidFile);
     } catch (e) {
       init.io?.close();
-      this.unmountRootfs();
+      await this.unmountRootfs();
       throw e;
     }
   }
@@ -287,7 +287,7 @@ export class Container {
     this.init.io?.close();
     if (err) throw err;
     try {
-      this.unmountRootfs(true);
+      await this.unmountRootfs(true);
     } catch (e) {
       throw new Error(`failed rootfs umount: ${(e as Error).message}`);
     }
@@ -312,10 +312,10 @@ export class Container {
     }
   }
 
-  private unmountRootfs(strict = false): void {
+  private async unmountRootfs(strict = false): Promise<void> {
     if (!this.rootfsMounted) return;
     try {
-      unmountAll(this.rootfs);
+      await unmountAllAsync(this.rootfs);
       this.rootfsMounted = false;
     } catch (e) {
       if (strict) throw e;
