@@ -4,7 +4,7 @@
 // a bounded queue and is retried with backoff, so ordering holds and a containerd restart loses
 // nothing. Events containerd itself rejects are logged and dropped.
 import type { Logger } from '../log/logger.js';
-import { TtrpcClient, TtrpcError, invoke } from '../ttrpc/index.js';
+import { Code, TtrpcClient, TtrpcError, invoke } from '../ttrpc/index.js';
 import { ForwardRequest } from '../gen/containerd/services/ttrpc/events/v1/events.js';
 import { Empty } from './empty.js';
 import { now } from './timestamp.js';
@@ -44,7 +44,7 @@ export class EventPublisher implements EventSink {
       // removes it once its Forward settles.
       const [old] = this.queue.splice(this.running ? 1 : 0, 1);
       this.dropped++;
-      this.log?.error({ topic: old!.topic }, 'event queue full: evicting oldest event');
+      this.log?.error({ topic: old.topic }, 'event queue full: evicting oldest event');
     }
     this.queue.push({ topic, typeUrl, value, timestamp: now() });
     if (!this.running) void this.run();
@@ -56,7 +56,7 @@ export class EventPublisher implements EventSink {
     this.running = true;
     let backoff = 100;
     while (this.queue.length) {
-      const ev = this.queue[0]!;
+      const ev = this.queue[0];
       try {
         await this.forward(ev);
         this.queue.shift();
@@ -126,5 +126,5 @@ export class EventPublisher implements EventSink {
 
 function isTransport(err: TtrpcError): boolean {
   // Codes the client itself produces for a dead or slow connection.
-  return err.code === 14 /* Unavailable */ || err.code === 4 /* DeadlineExceeded */ || err.code === 1 /* Canceled */;
+  return err.code === Code.Unavailable || err.code === Code.DeadlineExceeded || err.code === Code.Canceled;
 }

@@ -16,7 +16,7 @@ const SIGTERM = 15;
 const SIGKILL = 9;
 
 /** The reference's text when a binary-v2 logger closed fd 5 without writing to it. */
-export const NOT_READY_ERROR = 'logging binary did not call ready (it may have crashed or exited prematurely)';
+const NOT_READY_ERROR = 'logging binary did not call ready (it may have crashed or exited prematurely)';
 
 /** True for the schemes whose logger must write to its ready fd (binary-v2://). */
 export function strictReady(url: URL): boolean {
@@ -64,7 +64,7 @@ export class BinaryLogger {
       this.child = this.ctx.reaper.spawn({
         file, args,
         env: [`CONTAINER_ID=${this.ctx.processId}`, `CONTAINER_NAMESPACE=${this.ctx.namespace}`],
-        fds: [-1, -1, -1, this.readEnds[0]!, this.readEnds[1]!, readyW],
+        fds: [-1, -1, -1, this.readEnds[0], this.readEnds[1], readyW],
       });
     } finally {
       closeQuietly(readyW);

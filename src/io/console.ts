@@ -8,8 +8,7 @@ import tty from 'node:tty';
 import type { Writable } from 'node:stream';
 import * as native from '../sys/native.js';
 import type { Stdio } from '../runc/runc.js';
-import type { IOConfig, ProcessIO } from './processio.js';
-import { parseStdioUri } from './processio.js';
+import { parseStdioUri, type IOConfig, type ProcessIO } from './stdio.js';
 import { openOutput, closeQuietly, pump, pipeSocket, SharedSink } from './copy.js';
 import { StdinFifo } from './stdin.js';
 import { BinaryLogger, type LoggerContext } from './binary.js';
@@ -61,7 +60,7 @@ export class ConsoleIO implements ProcessIO {
       const { fd } = native.acceptRecvFd(this.listenFd, RECEIVE_TIMEOUT_MS);
       this.master = fd;
     } catch (e) {
-      throw new Error(`failed to retrieve console master: ${(e as Error).message}`);
+      throw new Error(`failed to retrieve console master: ${(e as Error).message}`, { cause: e });
     } finally {
       this.closeSocket();
     }
@@ -79,7 +78,7 @@ export class ConsoleIO implements ProcessIO {
         try {
           await this.logger.start();
         } catch (e) {
-          throw new Error(`failed to start console copy: ${(e as Error).message}`);
+          throw new Error(`failed to start console copy: ${(e as Error).message}`, { cause: e });
         }
       }
       this.sink = this.logger

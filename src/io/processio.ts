@@ -9,37 +9,10 @@ import { copyInto, openOutput, pipeSocket, closeQuietly, SharedSink } from './co
 import { StdinFifo } from './stdin.js';
 import { BinaryIO, type LoggerContext } from './binary.js';
 import { ConsoleIO } from './console.js';
+import { parseStdioUri, type IOConfig, type ProcessIO } from './stdio.js';
 
-export interface IOConfig {
-  stdin: string;
-  stdout: string;
-  stderr: string;
-  terminal: boolean;
-  uid: number;
-  gid: number;
-}
-
-export interface ProcessIO {
-  /** The fds runc gets as 0,1,2, or undefined when runc's own output should be captured. */
-  readonly stdio: Stdio | undefined;
-  /** Work that must finish before runc runs (a logging binary's readiness). */
-  prepare?(): Promise<void>;
-  /** Called once runc create/exec returned: close child ends, open targets, start copies. */
-  start(): Promise<void>;
-  /** CloseIO. */
-  closeStdin(): void;
-  /** Resolves when all output copies ended, or after `timeoutMs`. */
-  drain(timeoutMs: number): Promise<void>;
-  /** Release everything (Delete, or a failed create/exec). */
-  close(): void;
-}
-
-export function parseStdioUri(uri: string): { scheme: string; path: string; url?: URL } {
-  const m = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\//.exec(uri);
-  if (!m) return { scheme: 'fifo', path: uri };
-  const url = new URL(uri);
-  return { scheme: m[1]!.toLowerCase(), path: decodeURIComponent(url.pathname), url };
-}
+export type { IOConfig, ProcessIO } from './stdio.js';
+export { parseStdioUri } from './stdio.js';
 
 export function createProcessIO(cfg: IOConfig, ctx: LoggerContext): ProcessIO {
   if (cfg.terminal) return new ConsoleIO(cfg, ctx);
@@ -61,7 +34,7 @@ export function createProcessIO(cfg: IOConfig, ctx: LoggerContext): ProcessIO {
   }
 }
 
-export class NullIO implements ProcessIO {
+class NullIO implements ProcessIO {
   readonly stdio: Stdio = { fds: [-1, -1, -1] };
   async start(): Promise<void> {}
   closeStdin(): void {}
@@ -70,7 +43,7 @@ export class NullIO implements ProcessIO {
 }
 
 /** Real pipes between runc/the container and the shim, as the reference uses (§4.3). */
-export class PipeIO implements ProcessIO {
+class PipeIO implements ProcessIO {
   readonly stdio: Stdio;
   private readonly childEnds: number[] = [];
   private readonly shimEnds: number[] = [];

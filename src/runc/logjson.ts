@@ -34,7 +34,7 @@ export async function runtimeError(logPath: string, context: string, err: unknow
 }
 
 /** A Node file error as Go's os.PathError prints it: `open /path: no such file or directory`. */
-export function goFileError(e: unknown, op: string, file: string): string {
+function goFileError(e: unknown, op: string, file: string): string {
   const code = (e as NodeJS.ErrnoException)?.code;
   const text: Record<string, string> = {
     ENOENT: 'no such file or directory', EACCES: 'permission denied', ENOTDIR: 'not a directory', EISDIR: 'is a directory',

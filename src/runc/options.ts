@@ -34,9 +34,9 @@ export function optionsToJSON(o: Options): Record<string, unknown> {
 }
 
 export function optionsFromJSON(j: Record<string, unknown>): Options {
-  const partial: Record<string, unknown> = {};
-  for (const [k, key] of JSON_KEYS) if (j[key] !== undefined) partial[k] = j[key];
-  return Options.fromPartial(partial as Partial<Options>);
+  const partial: Partial<Options> = {};
+  for (const [k, key] of JSON_KEYS) if (j[key] !== undefined) (partial as Record<string, unknown>)[k] = j[key];
+  return Options.fromPartial(partial);
 }
 
 export function writeBundleOptions(bundle: string, o: Options): void {

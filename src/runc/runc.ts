@@ -270,6 +270,6 @@ function readAll(fd: number, exited: Promise<unknown>): Promise<string> {
     s.on('data', (c: Buffer) => chunks.push(c));
     s.on('end', done);
     s.on('error', done);
-    exited.then(() => { timer = setTimeout(done, OUTPUT_GRACE_MS); timer.unref(); });
+    void exited.then(() => { timer = setTimeout(done, OUTPUT_GRACE_MS); timer.unref(); });
   });
 }

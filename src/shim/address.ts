@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 
 export const SOCKET_DIR = '/run/containerd/s';
-export const UNIX_PREFIX = 'unix://';
+const UNIX_PREFIX = 'unix://';
 
 /** The kernel's sun_path holds 108 bytes with the NUL; Go's shim allows 106. */
 export const SOCKET_PATH_LIMIT = 106;
@@ -27,7 +27,7 @@ export function socketPath(address: string): string {
 }
 
 /** Annotations that make several containers share one shim (shim-cli.md §7 step 2). */
-export const GROUP_ANNOTATIONS = ['io.containerd.runc.v2.group', 'io.kubernetes.cri.sandbox-id'];
+const GROUP_ANNOTATIONS = ['io.containerd.runc.v2.group', 'io.kubernetes.cri.sandbox-id'];
 
 export function groupId(id: string, spec: { annotations?: Record<string, string> } | undefined): string {
   const ann = spec?.annotations ?? {};

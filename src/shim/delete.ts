@@ -84,7 +84,7 @@ function isListening(p: string): boolean {
   // Num RefCount Protocol Flags Type St Inode Path; a listener has __SO_ACCEPTCON (0x10000) in Flags.
   for (const line of text.split('\n').slice(1)) {
     const f = line.trim().split(/\s+/);
-    if (f.length >= 8 && f[7] === p && (Number.parseInt(f[3]!, 16) & 0x10000) !== 0) return true;
+    if (f.length >= 8 && f[7] === p && (Number.parseInt(f[3], 16) & 0x10000) !== 0) return true;
   }
   return false;
 }

@@ -48,7 +48,7 @@ export function parseFlags(argv: readonly string[]): ShimFlags {
   };
   let i = 0;
   for (; i < argv.length; i++) {
-    const arg = argv[i]!;
+    const arg = argv[i];
     if (arg.length < 2 || arg[0] !== '-') break;
     if (arg === '--') { i++; break; }
     let body = arg.slice(arg[1] === '-' ? 2 : 1);

@@ -32,7 +32,7 @@ export function takeShimIdentity(flags: ShimFlags, env: NodeJS.ProcessEnv = proc
   if (flags.debug) args.push('-debug');
   // The kernel keeps the first 15 bytes (TASK_COMM_LEN), as it does for an execve'd binary.
   const name = path.basename(binary);
-  let before = '';
+  let before: string;
   try {
     before = fs.readFileSync('/proc/self/comm', 'utf8').trimEnd();
     native.setProcessTitle(args, name);

@@ -15,7 +15,7 @@ import { runSync } from '../sys/runsync.js';
 import { runcEnv } from '../runc/runc.js';
 import { OPTIONS_TYPE, typeName } from '../runc/options.js';
 
-export const RUNTIME_NAME = 'io.containerd.runc.v2';
+const RUNTIME_NAME = 'io.containerd.runc.v2';
 export const FEATURES_TYPE = 'types.containerd.io/opencontainers/runtime-spec/1/features/Features';
 const FEATURES_TIMEOUT_MS = 10_000;
 

@@ -31,7 +31,7 @@ export function poolOf(post: string): string[] {
 }
 
 /** FNV-1a, 64 bit: a stable short name for the key (not a security boundary: 0600 + peer uid). */
-export function fnv1a64(s: string): string {
+function fnv1a64(s: string): string {
   let h = 0xcbf29ce484222325n;
   for (const b of Buffer.from(s, 'utf8')) {
     h ^= BigInt(b);
@@ -84,7 +84,7 @@ export function spawnShimProcess(args: string[], o: { cwd: string; fds: number[]
   const env = envList(daemonEnv());
   return native.spawn({
     file: process.execPath,
-    args: withTitleRoom([process.execPath, ...process.execArgv, process.argv[1]!, ...args]),
+    args: withTitleRoom([process.execPath, ...process.execArgv, process.argv[1], ...args]),
     env, cwd: o.cwd, fds: o.fds, setpgid: true,
   });
 }

@@ -66,7 +66,7 @@ export async function serve(flags: ShimFlags, listenFd = LISTEN_FD, o: ServeOpti
     server.close();
     if (ownSocket) fs.rmSync(ownSocket, { force: true });
     const drained = await publisher.close(PUBLISHER_DRAIN_MS);
-    server.shutdown();
+    void server.shutdown();
     if (!drained) log.error('publisher not closed');
     process.exit(drained ? 0 : 1);
   };

@@ -11,56 +11,11 @@ import * as native from '../sys/native.js';
 import { SOCKET_DIR, socketPath } from './address.js';
 import type { ShimFlags } from './flags.js';
 import { claimBoot, poolOf, postServed, releaseBoot, spawnStandby, sweepLitter } from './pool.js';
+import { ADOPT_TIMEOUT_MS, CONNECT_TIMEOUT_MS, type Adoption } from './handover.js';
 
-const CONNECT_TIMEOUT_MS = 200;
-const ADOPT_TIMEOUT_MS = 2000;
 /** A request waiting longer than this is refused: its sender may have given up and gone on. */
 const STALE_MS = 1000;
 const DEFAULT_IDLE_S = 120;
-
-/** argv0: the binary containerd ran (SHIM_ARGV0), which the daemon shows as its own (identity.ts). */
-export interface Adoption { namespace: string; id: string; address: string; debug: boolean; bundle: string; argv0?: string }
-
-/**
- * Hand `listenFd` to the standby at `path`. Resolves with the daemon's pid once it serves, or
- * undefined when there is no standby, it refused (busy, already adopted) or did not answer in
- * time; the caller then spawns a daemon itself. A standby never acts on a request older than
- * STALE_MS, which is well under our wait, so a request we gave up on is never adopted later and
- * two daemons never share one socket.
- */
-export function handOver(path: string, a: Adoption, listenFd: number): Promise<number | undefined> {
-  return new Promise((resolve) => {
-    const sock = net.connect(path);
-    let reply = '';
-    const finish = (pid: number | undefined) => {
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(pid);
-    };
-    let timer = setTimeout(() => finish(undefined), CONNECT_TIMEOUT_MS);
-    sock.once('connect', () => {
-      clearTimeout(timer);
-      try {
-        const fd = (sock as unknown as { _handle: { fd: number } })._handle.fd;
-        if (native.peerCred(fd).uid !== process.geteuid?.()) return finish(undefined);
-        native.sendFd(fd, listenFd, JSON.stringify({ kind: 'adopt', argv0: process.env.SHIM_ARGV0, ...a, sent: Date.now() }));
-      } catch {
-        return finish(undefined);
-      }
-      timer = setTimeout(() => finish(undefined), ADOPT_TIMEOUT_MS);
-    });
-    sock.on('data', (c: Buffer) => { reply += c.toString('utf8'); });
-    sock.once('end', () => {
-      try {
-        const pid = (JSON.parse(reply) as { pid?: unknown }).pid;
-        finish(typeof pid === 'number' && pid > 0 ? pid : undefined);
-      } catch {
-        finish(undefined);
-      }
-    });
-    sock.once('error', () => finish(undefined));
-  });
-}
 
 /** A `start`/`delete` handed over by the native launcher, with its stdin/stdout/stderr. */
 interface Job { kind: 'job'; argv: string[]; cwd: string; ppid: number; sent?: number; argv0?: string }
@@ -236,7 +191,7 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
         for (const f of fds) fs.closeSync(f);
         return void sock.destroy();
       }
-      await become(a, fds[0]!).then(
+      await become(a, fds[0]).then(
         () => sock.end(JSON.stringify({ pid: process.pid })),
         () => process.exit(1),
       );
@@ -270,7 +225,7 @@ export async function runStandby(flags: ShimFlags): Promise<void> {
   fs.rmSync(post, { force: true });
   server = net.createServer({ pauseOnConnect: true });
   try {
-    await new Promise<void>((resolve, reject) => server!.listen(post, resolve).once('error', reject));
+    await new Promise<void>((resolve, reject) => server.listen(post, resolve).once('error', reject));
   } finally {
     release();
   }

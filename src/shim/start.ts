@@ -10,7 +10,7 @@ import { SOCKET_DIR, SOCKET_PATH_LIMIT, groupId, socketAddress, socketPath } fro
 import { parseStartInput, startOutput } from './bootstrap.js';
 import { readCapped } from './stdin.js';
 import type { ShimFlags } from './flags.js';
-import { handOver } from './standby.js';
+import { handOver } from './handover.js';
 import { spawnShimProcess, spawnStandby, standbyEnabled, standbyPath, standbyPosts } from './pool.js';
 
 const BACKLOG = 128;
@@ -28,7 +28,7 @@ export interface StartContext {
 }
 
 /** The `start` process: hand the socket to a standby, or spawn a daemon; leave a standby. */
-export function processContext(flags: ShimFlags): StartContext {
+function processContext(flags: ShimFlags): StartContext {
   return {
     cwd: process.cwd(),
     ppid: process.ppid,
@@ -99,7 +99,7 @@ function spawnDaemon(flags: ShimFlags, fd: number): number {
   try {
     return spawnShimProcess(args, { cwd: process.cwd(), fds: [-1, -1, -1, fd] });
   } catch (e) {
-    throw new Error(`failed to start shim daemon: ${(e as Error).message}`);
+    throw new Error(`failed to start shim daemon: ${(e as Error).message}`, { cause: e });
   }
 }
 
@@ -107,19 +107,19 @@ async function listenOrJoin(sock: string): Promise<number | undefined> {
   try {
     fs.mkdirSync(path.dirname(sock), { recursive: true, mode: 0o700 });
   } catch (e) {
-    throw new Error(`create new shim socket: ${(e as Error).message}`);
+    throw new Error(`create new shim socket: ${(e as Error).message}`, { cause: e });
   }
   try {
     return native.listenUnix(sock, BACKLOG);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw new Error(`create new shim socket: ${(e as Error).message}`);
+    if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw new Error(`create new shim socket: ${(e as Error).message}`, { cause: e });
   }
   if (await canConnect(sock, 100)) return undefined;
   fs.rmSync(sock, { force: true });
   try {
     return native.listenUnix(sock, BACKLOG);
   } catch (e) {
-    throw new Error(`try create new shim socket 2x: ${(e as Error).message}`);
+    throw new Error(`try create new shim socket 2x: ${(e as Error).message}`, { cause: e });
   }
 }
 
@@ -154,7 +154,7 @@ function joinCgroup(cgroup: string, pid: number): void {
       fs.mkdirSync(`${dir}/${cgroup}`, { recursive: true });
       fs.writeFileSync(`${dir}/${cgroup}/cgroup.procs`, String(pid));
     } catch (e) {
-      throw new Error(`failed to join cgroup ${cgroup}: ${(e as Error).message}`);
+      throw new Error(`failed to join cgroup ${cgroup}: ${(e as Error).message}`, { cause: e });
     }
   }
 }
@@ -175,7 +175,7 @@ function enableSchedCore(pid: number): void {
   } catch (e) {
     // Go prints the errno's text: "EINVAL (Invalid argument)" → "invalid argument".
     const text = /\(([^)]+)\)/.exec((e as Error).message)?.[1] ?? (e as Error).message;
-    throw new Error(`enable sched core support: ${text.charAt(0).toLowerCase()}${text.slice(1)}`);
+    throw new Error(`enable sched core support: ${text.charAt(0).toLowerCase()}${text.slice(1)}`, { cause: e });
   }
 }
 
@@ -188,6 +188,6 @@ function adjustOomScore(pid: number, ppid: number): void {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if ((code === 'EACCES' || code === 'EPERM') && process.geteuid?.() !== 0) return;
-    throw new Error(`failed to adjust OOM score for shim: ${(e as Error).message}`);
+    throw new Error(`failed to adjust OOM score for shim: ${(e as Error).message}`, { cause: e });
   }
 }

@@ -93,7 +93,7 @@ export async function warmTtrpc(dir = SOCKET_DIR): Promise<void> {
     await publisher.close(2000);
   } finally {
     server.close();
-    server.shutdown();
+    void server.shutdown();
     await new Promise<void>((resolve) => listener.close(() => resolve()));
     fs.rmSync(address, { force: true });
   }

@@ -85,7 +85,7 @@ function idmapLowerdirs(data: string[], userns: number): { data: string[]; clean
     fs.rmSync(dir, { recursive: true, force: true });
   };
   try {
-    const lowers = data[idx]!.slice('lowerdir='.length).split(':');
+    const lowers = data[idx].slice('lowerdir='.length).split(':');
     const mapped = lowers.map((lower, i) => {
       const t = path.join(dir, String(i));
       fs.mkdirSync(t, { mode: 0o700 });
@@ -96,7 +96,7 @@ function idmapLowerdirs(data: string[], userns: number): { data: string[]; clean
     return { data: [...data.filter((_, i) => i !== idx), `lowerdir=${mapped.join(':')}`], cleanup };
   } catch (e) {
     cleanup();
-    throw new Error(`failed to create idmapped mount: ${(e as Error).message}`);
+    throw new Error(`failed to create idmapped mount: ${(e as Error).message}`, { cause: e });
   }
 }
 
@@ -109,7 +109,7 @@ const PAGE_SIZE = 4096;
 export function compactLowerdirs(data: string[]): { data: string[]; cwd?: string } {
   const idx = data.findIndex((o) => o.startsWith('lowerdir='));
   if (idx < 0) return { data };
-  const lowers = data[idx]!.slice('lowerdir='.length).split(':');
+  const lowers = data[idx].slice('lowerdir='.length).split(':');
   let prefix = lowers[0] ?? '';
   for (const l of lowers) while (!l.startsWith(prefix)) prefix = prefix.slice(0, -1);
   const dir = path.dirname(prefix.endsWith('/') ? prefix + 'x' : prefix);
@@ -178,7 +178,7 @@ export function mountAll(mounts: readonly MountSpec[], rootfs: string): void {
   } catch (e) {
     // Best effort, and no waiting in the daemon: a busy mount is retried at once, not later.
     for (const t of done.reverse()) try { for (const _ of unmountSteps(t)) { /* retry now */ } } catch { /* best effort */ }
-    throw new Error(`failed to mount rootfs component: ${(e as Error).message}`);
+    throw new Error(`failed to mount rootfs component: ${(e as Error).message}`, { cause: e });
   }
 }
 
@@ -195,7 +195,7 @@ function readMountinfo(): string[] {
   const out: string[] = [];
   for (const line of text.split('\n')) {
     const f = line.split(' ');
-    if (f.length > 4) out.push(unescapeMountPath(f[4]!));
+    if (f.length > 4) out.push(unescapeMountPath(f[4]));
   }
   return out;
 }
@@ -224,7 +224,7 @@ export async function unmountAllAsync(dir: string): Promise<void> {
 /** The unmounts, yielding how long to wait before retrying a busy mount point. */
 function* unmountSteps(dir: string): Generator<number, void> {
   const points = mountsUnder(dir);
-  let lastErr: unknown;
+  let lastErr: Error | undefined;
   for (const [i, p] of points.entries()) {
     try {
       for (let busy = 0; ;) {
@@ -238,7 +238,7 @@ function* unmountSteps(dir: string): Generator<number, void> {
         }
       }
     } catch (e) {
-      if (i === points.length - 1) lastErr = e;
+      if (i === points.length - 1) lastErr = e instanceof Error ? e : new Error(String(e));
     }
   }
   if (lastErr) throw lastErr;

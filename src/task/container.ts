@@ -236,7 +236,7 @@ export class Container {
       const dumpLog = path.join(this.bundle, 'criu-dump.log');
       try { fs.copyFileSync(path.join(work, 'dump.log'), dumpLog); } catch { /* no log */ }
       const first = ((e as Error).message.split('\n')[0] ?? '').trim();
-      throw new Error(`${first} path= ${dumpLog}`);
+      throw new Error(`${first} path= ${dumpLog}`, { cause: e });
     } finally {
       if (!o.workPath) fs.rmSync(work, { recursive: true, force: true });
     }
@@ -289,7 +289,7 @@ export class Container {
     try {
       await this.unmountRootfs(true);
     } catch (e) {
-      throw new Error(`failed rootfs umount: ${(e as Error).message}`);
+      throw new Error(`failed rootfs umount: ${(e as Error).message}`, { cause: e });
     }
   }
 
@@ -308,7 +308,7 @@ export class Container {
       return io;
     } catch (e) {
       io?.close();
-      throw new Error(`${context}: ${(e as Error).message}`);
+      throw new Error(`${context}: ${(e as Error).message}`, { cause: e });
     }
   }
 

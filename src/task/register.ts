@@ -7,8 +7,8 @@ import { TtrpcServer, method } from '../ttrpc/index.js';
 import { Empty } from '../events/empty.js';
 import type { TaskService } from './service.js';
 
-export const TASK_SERVICE = 'containerd.task.v2.Task';
-export const TASK_SERVICE_V3 = 'containerd.task.v3.Task';
+const TASK_SERVICE = 'containerd.task.v2.Task';
+const TASK_SERVICE_V3 = 'containerd.task.v3.Task';
 
 export function registerTaskService(server: TtrpcServer, s: TaskService): void {
   const methods = {

@@ -353,7 +353,7 @@ export class TaskService {
     try {
       p.io?.closeStdin();
     } catch (e) {
-      throw new Error(`close stdin: ${(e as Error).message}`);
+      throw new Error(`close stdin: ${(e as Error).message}`, { cause: e });
     }
     return {};
   }

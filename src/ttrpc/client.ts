@@ -19,7 +19,6 @@ import {
   isClosedError,
 } from "./status.js";
 
-export { isClosedError };
 
 export interface CallOptions {
   /** Per-call timeout: sent as timeout_nano and enforced locally (DeadlineExceeded). */
@@ -158,7 +157,7 @@ export class TtrpcClient extends EventEmitter {
         metadata === undefined ? undefined : Object.entries(metadata),
       );
     } catch (err) {
-      return Promise.reject(err);
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
     this.nextId = id + 2;
 

@@ -148,7 +148,7 @@ export class FrameReader {
         off += k;
         if (this.partsLen === this.want) {
           const parts = this.parts;
-          const payload = parts.length === 1 ? parts[0]! : Buffer.concat(parts, this.want);
+          const payload = parts.length === 1 ? parts[0] : Buffer.concat(parts, this.want);
           this.parts = [];
           this.partsLen = 0;
           this.want = -1;
@@ -176,8 +176,8 @@ export class FrameReader {
       }
       const len = h.readUInt32BE(ho);
       const sid = h.readUInt32BE(ho + 4);
-      const type = h[ho + 8]!;
-      const flags = h[ho + 9]!;
+      const type = h[ho + 8];
+      const flags = h[ho + 9];
 
       if (len > this.max) {
         this.skip = len;
@@ -315,7 +315,7 @@ export function encodeRequestFrame(
   if (metadata !== undefined && metadata.length > 0) {
     mdLens = new Array<number>(metadata.length * 3);
     for (let i = 0; i < metadata.length; i++) {
-      const [k, v] = metadata[i]!;
+      const [k, v] = metadata[i];
       const kl = Buffer.byteLength(k, "utf8");
       const vl = Buffer.byteLength(v, "utf8");
       const el = (kl > 0 ? ldSize(kl) : 0) + (vl > 0 ? ldSize(vl) : 0);
@@ -339,11 +339,11 @@ export function encodeRequestFrame(
   }
   if (mdLens !== undefined) {
     for (let i = 0; i < metadata!.length; i++) {
-      const [k, v] = metadata![i]!;
+      const [k, v] = metadata![i];
       buf[off++] = 0x2a;
-      off = writeVarint(buf, off, mdLens[i * 3 + 2]!);
-      if (mdLens[i * 3]! > 0) off = writeString(buf, off, 0x0a, k, mdLens[i * 3]!);
-      if (mdLens[i * 3 + 1]! > 0) off = writeString(buf, off, 0x12, v, mdLens[i * 3 + 1]!);
+      off = writeVarint(buf, off, mdLens[i * 3 + 2]);
+      if (mdLens[i * 3] > 0) off = writeString(buf, off, 0x0a, k, mdLens[i * 3]);
+      if (mdLens[i * 3 + 1] > 0) off = writeString(buf, off, 0x12, v, mdLens[i * 3 + 1]);
     }
   }
   return buf;

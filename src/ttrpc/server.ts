@@ -53,6 +53,9 @@ export interface MethodDef<Req, Res> {
   handler(req: Req, ctx: CallContext): Promise<Res> | Res;
 }
 
+// A registry holds methods of every request and response type; `unknown` would not accept them
+// (a handler's parameter is contravariant), so the element type is erased here.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type AnyMethodDef = MethodDef<any, any>;
 export type ServiceMethods = Record<string, AnyMethodDef>;
 

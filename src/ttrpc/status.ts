@@ -26,16 +26,17 @@ export enum Code {
 
 /** A status as carried on the wire (google.rpc.Status without details). */
 export interface StatusLike {
-  code: number;
+  code: Code;
   message: string;
 }
 
 /** An error carrying a gRPC status code. `message` is exactly the wire message. */
 export class TtrpcError extends Error {
   override readonly name = "TtrpcError";
-  readonly code: number;
+  readonly code: Code;
 
-  constructor(code: number, message: string, options?: { cause?: unknown }) {
+  /** `code` may come off the wire: any number, as gRPC's own clients keep unknown codes. */
+  constructor(code: Code, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
   }
@@ -164,7 +165,7 @@ export function toStatus(err: unknown): StatusLike {
  */
 export function fromStatus(status: { code?: number; message?: string } | undefined | null): TtrpcError | undefined {
   if (status === undefined || status === null) return undefined;
-  const code = status.code ?? 0;
+  const code: Code = status.code ?? Code.OK;
   if (code === Code.OK) return undefined;
   return new TtrpcError(code, status.message ?? "");
 }
