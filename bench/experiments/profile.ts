@@ -30,6 +30,20 @@ const PRELOAD = pathToFileURL(join(REPO_ROOT, 'dist', 'bench', 'experiments', 't
 const OUT = join(EXPERIMENTS_OUT, 'profile');
 
 type Table = Array<{ what: string; samples: number[]; note?: string }>;
+interface Graph { entry: string; files: number; kib: number; ours: number; gen: number; deps: number }
+interface RoleProfile { totalMs: number; cats: Array<[string, number]>; fns: Array<[string, number]> }
+/** profile.json: the run's facts, then each part as it is measured. */
+interface Profile {
+  date: string;
+  node: string;
+  commit: string;
+  iters: number;
+  cpuProfIters: number;
+  graphs?: Graph[];
+  differential?: Table;
+  timeline?: Record<string, Table>;
+  cpu?: Record<string, Record<string, RoleProfile>>;
+}
 const med = (s: number[]) => summarize(s).median;
 const cell = (s: number[]) => {
   const x = summarize(s);
@@ -205,7 +219,7 @@ async function cpuProfiles(name: string, program: Program, address: string, ttrp
       roles[role].push(analyze(JSON.parse(readFileSync(join(dir, f), 'utf8')) as CpuProfile));
     }
   }
-  const out: Record<string, { totalMs: number; cats: Array<[string, number]>; fns: Array<[string, number]> }> = {};
+  const out: Record<string, RoleProfile> = {};
   for (const [role, list] of Object.entries(roles)) {
     const cats = [...new Set(list.flatMap((a) => Object.keys(a.byCat)))];
     const fns = new Map<string, number>();
@@ -222,8 +236,8 @@ async function cpuProfiles(name: string, program: Program, address: string, ttrp
 // ---------------------------------------------------------------------------------------------
 // Module graph sizes (esbuild metafile)
 
-async function graphs(): Promise<Array<{ entry: string; files: number; kib: number; ours: number; gen: number; deps: number }>> {
-  const res = [];
+async function graphs(): Promise<Graph[]> {
+  const res: Graph[] = [];
   for (const f of ['main.js', 'start.js', 'delete.js', 'serve.js']) {
     const r = await build({ entryPoints: [join(DIST, f)], bundle: true, platform: 'node', format: 'esm', write: false, metafile: true, logLevel: 'silent', outdir: '/tmp/unused' });
     const inputs = Object.entries(r.metafile.inputs);
@@ -246,7 +260,7 @@ async function main(): Promise<void> {
   const address = join(work, 'containerd.sock');
   const ttrpc = join(work, 'containerd.sock.ttrpc');
   const commit = execFileSync('git', ['-C', REPO_ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
-  const result: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, commit, iters: ITERS, cpuProfIters: PROF_ITERS };
+  const result: Profile = { date: new Date().toISOString(), node: process.version, commit, iters: ITERS, cpuProfIters: PROF_ITERS };
   try {
     log('module graphs');
     result.graphs = await graphs();
@@ -272,23 +286,23 @@ async function main(): Promise<void> {
   log(`wrote ${join(dir, 'profile.md')}`);
 }
 
-function render(r: Record<string, unknown>): string {
+function render(r: Profile): string {
   const out: string[] = [`# Critical-path profile of our shim (${r.date}, node ${r.node}, commit ${r.commit}, ${r.iters} iterations, ${r.cpuProfIters} CPU profiles)`, '',
     '`ours` = the project bundle dist/shim/main.js (what bin/ runs); `ours-unbundled` = the tsc output dist/src/shim/main.js.', ''];
   out.push('## Module graphs (esbuild metafile of each entry)', '', '| entry | files | KiB of JS | ours | generated | node_modules |', '|---|---|---|---|---|---|');
-  for (const g of r.graphs as Array<{ entry: string; files: number; kib: number; ours: number; gen: number; deps: number }>) {
+  for (const g of r.graphs ?? []) {
     out.push(`| ${g.entry} | ${g.files} | ${g.kib.toFixed(0)} | ${g.ours} | ${g.gen} | ${g.deps} |`);
   }
   out.push('', '(main.js counts everything its dynamic imports reach, i.e. all three modes.)', '');
   out.push('## Differential timings (wall ms, median [p25–p75])', '', '| program | ms | note |', '|---|---|---|');
-  for (const x of r.differential as Table) out.push(`| ${x.what} | ${cell(x.samples)} | ${x.note ?? ''} |`);
+  for (const x of r.differential ?? []) out.push(`| ${x.what} | ${cell(x.samples)} | ${x.note ?? ''} |`);
   out.push('');
-  for (const [name, rows] of Object.entries(r.timeline as Record<string, Table>)) {
+  for (const [name, rows] of Object.entries(r.timeline ?? {})) {
     out.push(`## Timeline: ${name} (marks from timing-preload.ts; ms, median [p25–p75])`, '', '| step | ms |', '|---|---|');
     for (const x of rows) out.push(`| ${x.what} | ${cell(x.samples)} |`);
     out.push('');
   }
-  for (const [name, roles] of Object.entries(r.cpu as Record<string, Record<string, { totalMs: number; cats: Array<[string, number]>; fns: Array<[string, number]> }>>)) {
+  for (const [name, roles] of Object.entries(r.cpu ?? {})) {
     out.push(`## CPU profile: ${name} (--cpu-prof, 100 µs sampling; self time, median over runs, ms)`, '');
     for (const [role, a] of Object.entries(roles)) {
       out.push(`### ${role} (profile span ${fmt(a.totalMs)} ms)`, '', '| category | ms |', '|---|---|');

@@ -107,7 +107,7 @@ async function main(): Promise<void> {
   fs.rmSync(`/run/containerd/runc/${NS}`, { recursive: true, force: true });
 
   const rows = Object.keys(samples.reference).map((step) => {
-    const a = summarize(samples.reference[step]!);
+    const a = summarize(samples.reference[step]);
     const b = summarize(samples.ours[step] ?? []);
     return { step, reference: a, ours: b, ratio: b.median / a.median };
   });

@@ -35,6 +35,7 @@ if (dir) {
     return r;
   };
   syncBuiltinESMExports();
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- the original, kept to be re-applied with the server's `this` below
   const listen = net.Server.prototype.listen;
   net.Server.prototype.listen = function (this: net.Server, ...args: unknown[]) {
     mark('listen');

@@ -130,7 +130,7 @@ export function findShimDaemons(address: string, ids?: Set<string>): Map<string,
       const last = p.argv[p.argv.length - 1];
       if (last === 'start' || last === 'delete') continue;
     } else if (p.argv.includes('-standby')) {
-      let cwd = '';
+      let cwd: string;
       try { cwd = readlinkSync(`/proc/${p.pid}/cwd`); } catch { continue; }
       const m = /\/io\.containerd\.runtime\.v2\.task\/[^/]+\/([^/]+)$/.exec(cwd);
       if (!cwd.startsWith(instanceDir) || !m) continue;

@@ -1,5 +1,6 @@
 // Benchmark results: collection, JSON and Markdown rendering.
 import { summarize, fmt, type Summary } from './stats.js';
+import type { Sizes } from './ctx.js';
 
 export interface Metric {
   workload: string;
@@ -21,8 +22,32 @@ export interface Floor {
   compare?: [string, string];
 }
 
+/** Facts about the run (written to latest.json as is; the header line of the Markdown). */
+interface Meta {
+  date: string;
+  mode: 'quick' | 'full';
+  durationSec: number;
+  cpu: string;
+  cpus: number;
+  memGiB: number;
+  kernel: string;
+  node: string;
+  containerd: string;
+  runc: string;
+  snapshotter: string;
+  cgroups: string;
+  sizes: Sizes;
+  workloads: string[];
+  commit: string;
+  /** `git status --porcelain … | wc -l` output ('unknown' if git failed). */
+  uncommittedInSrcBinNative: string;
+  /** workload → "before → after" 1-minute load average. */
+  loadavg1mBeforeAfter: Record<string, string>;
+  quiet: { samples: number; waitedMs: number; noisySamples: number; threshold: number };
+}
+
 export interface Results {
-  meta: Record<string, unknown>;
+  meta: Meta;
   shims: Array<{ name: string; path: string; description: string }>;
   metrics: Metric[];
   floors: Floor[];

@@ -118,10 +118,10 @@ export function warmDelete(): void {
 }
 
 /** Everything above; failures only mean a colder standby. */
-export async function warmUp(): Promise<void> {
+export async function warmUp(dir = SOCKET_DIR): Promise<void> {
   try {
     warmCodecs();
     warmDelete();
-    await warmTtrpc();
-  } catch { /* best effort */ }
+    await warmTtrpc(dir);
+  } catch { /* best effort: a standby that fails to warm is only colder */ }
 }

@@ -104,7 +104,7 @@ function socketHolders(path: string): SocketHolder[] {
   const links = new Set([...inodes].map((i) => `socket:[${i}]`));
   const res: SocketHolder[] = [];
   for (const p of listProcesses()) {
-    let fds: string[] = [];
+    let fds: string[];
     try {
       fds = readdirSync(`/proc/${p.pid}/fd`);
     } catch {
@@ -198,7 +198,7 @@ function assertClean(l: Leftovers, what: string): void {
 
 /** CRI log lines (`<time> <stream> <P|F> <text>`) as [stream, text] pairs. */
 function criLog(path: string): Array<[string, string]> {
-  let text = '';
+  let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch {
@@ -567,7 +567,7 @@ for (const shim of shims) {
         assert.ok(ip.startsWith(`10.231.${subnetOctet}.`), `pod IP ${ip} in ${subnet}`);
         const newNetns = netnsEntries().filter((n) => !netnsBefore.has(n));
         podNetns.push(...newNetns);
-        assert.equal(newNetns.length, 1, `one new network namespace under /var/run/netns: ${newNetns}`);
+        assert.equal(newNetns.length, 1, `one new network namespace under /var/run/netns: ${newNetns.join(', ')}`);
 
         const cfg = containerConfig({
           name: 'web', image: DEFAULT_IMAGE_REF, hostNetwork: false,

@@ -239,14 +239,14 @@ class Lane {
     assert.equal(r.code, 0, `ctr run -d: ${r.stdout}${r.stderr}`);
     const row = await this.taskRow(id);
     assert.equal(row?.status, 'RUNNING', `task ${id} RUNNING after ctr run -d`);
-    return row!.pid;
+    return row.pid;
   }
 
   async taskRow(id: string): Promise<{ pid: number; status: string } | undefined> {
     const r = await this.ctr(['task', 'ls']);
     for (const line of r.stdout.split('\n').slice(1)) {
       const [task, pid, status] = line.trim().split(/\s+/);
-      if (task === id && pid !== undefined) return { pid: Number(pid), status: status! };
+      if (task === id && pid !== undefined) return { pid: Number(pid), status: status };
     }
     return undefined;
   }
@@ -336,7 +336,7 @@ function socketHolders(path: string): ProcInfo[] {
   }
   if (inodes.size === 0) return [];
   return listProcesses().filter((p) => {
-    let fds: string[] = [];
+    let fds: string[];
     try { fds = readdirSync(`/proc/${p.pid}/fd`); } catch { return false; }
     return fds.some((fd) => inodes.has(readlinkOr(`/proc/${p.pid}/fd/${fd}`)));
   });
@@ -644,11 +644,11 @@ const SCENARIOS: Scenario[] = [
         l.note(`CRI pod on containerd ${l.daemon.name}, ${shim.name} shim: ${how}`);
         const holders = socketHolders(address!.slice('unix://'.length));
         assert.equal(holders.length, 1, `one process serves the pod: ${JSON.stringify(holders)}`);
-        const kind = shimKind(holders[0]!, l.daemon);
+        const kind = shimKind(holders[0], l.daemon);
         assert.equal(kind, shim.name, `the pod is served by the ${shim.name} shim: ${JSON.stringify(holders[0])}`);
         const others = listProcesses().filter((p) => argValue(p.argv, 'address') === l.c.address &&
-          [sandboxId, ...ids].includes(argValue(p.argv, 'id') ?? '') && p.pid !== holders[0]!.pid &&
-          !['start', 'delete'].includes(p.argv[p.argv.length - 1]!));
+          [sandboxId, ...ids].includes(argValue(p.argv, 'id') ?? '') && p.pid !== holders[0].pid &&
+          !['start', 'delete'].includes(p.argv[p.argv.length - 1]));
         assert.deepEqual(others, [], 'no other shim daemon for the pod');
 
         const execs = [];
@@ -670,7 +670,7 @@ const SCENARIOS: Scenario[] = [
         for (const cid of ids) await l.cri.removeContainer(cid);
         await l.cri.stopPodSandbox(sandboxId);
         await l.cri.removePodSandbox(sandboxId);
-        const servedBy = holders[0]!.pid;
+        const servedBy = holders[0].pid;
         assert.ok(await waitFor(() => !pidAlive(servedBy), 10_000, 20), 'the pod shim exits after the pod is removed');
         const left = await waitForNoLeftovers(l.c, [sandboxId, ...ids].map((id) => ({ namespace: CRI_NS, id })), 10_000);
         assert.deepEqual(left, { ...NOTHING_LEFT }, 'nothing left of the pod');
@@ -771,12 +771,12 @@ after(() => {
       rows.push([name, sc.name, cell(ref), cell(ours), parity]);
     }
   }
-  const widths = rows[0]!.map((_, i) => Math.min(70, Math.max(...rows.map((r) => (r[i] ?? '').length))));
-  const fmt = (r: string[]) => '| ' + r.map((c, i) => (c.length > widths[i]! ? c.slice(0, widths[i]! - 1) + '…' : c.padEnd(widths[i]!))).join(' | ') + ' |';
+  const widths = rows[0].map((_, i) => Math.min(70, Math.max(...rows.map((r) => (r[i] ?? '').length))));
+  const fmt = (r: string[]) => '| ' + r.map((c, i) => (c.length > widths[i] ? c.slice(0, widths[i] - 1) + '…' : c.padEnd(widths[i]))).join(' | ') + ' |';
   const lines = [
     '',
     'containerd daemons × scenarios (reference = the daemon\'s own Go shim; ours = bin/containerd-shim-runc-v2)',
-    fmt(rows[0]!),
+    fmt(rows[0]),
     '|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|',
     ...rows.slice(1).map(fmt),
     ...[...laneTimes].map(([n, ms]) => `containerd ${n} lane: ${(ms / 1000).toFixed(1)} s`),

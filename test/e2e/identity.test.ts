@@ -92,7 +92,7 @@ function standbys(c: Containerd, listening = true): number[] {
     .filter((p) => {
       const i = p.argv.indexOf('-standby');
       if (i < 0 || !procEnviron(p.pid).includes(mark)) return false;
-      try { return fs.readlinkSync(`/proc/${p.pid}/cwd`) === '/' && (!listening || fs.statSync(p.argv[i + 1]!).isSocket()); } catch { return false; }
+      try { return fs.readlinkSync(`/proc/${p.pid}/cwd`) === '/' && (!listening || fs.statSync(p.argv[i + 1]).isSocket()); } catch { return false; }
     })
     .map((p) => p.pid);
 }

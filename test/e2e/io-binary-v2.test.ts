@@ -208,8 +208,8 @@ describe('binary-v2:// logging: the failure is worded as by the reference', () =
   it('exec: "failed to create init process I/O: …"; terminal: "failed to start console copy: …" alone', {
     skip: !shims.some((s) => s.name === 'ours') && 'our shim is not under test',
   }, () => {
-    const exec = observed.get(scenarios[2]!.name)?.get('ours') as { r2?: { stderr: string } } | undefined;
-    const term = observed.get(scenarios[3]!.name)?.get('ours') as { silent?: { message: string } } | undefined;
+    const exec = observed.get(scenarios[2].name)?.get('ours') as { r2?: { stderr: string } } | undefined;
+    const term = observed.get(scenarios[3].name)?.get('ours') as { silent?: { message: string } } | undefined;
     assert.ok(exec?.r2 && term?.silent, 'both scenarios ran with our shim');
     assert.ok(exec.r2.stderr.includes(`failed to create init process I/O: ${NOT_READY}`), exec.r2.stderr);
     assert.equal(term.silent.message, `failed to start console copy: ${NOT_READY}`);

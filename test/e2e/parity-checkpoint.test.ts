@@ -75,8 +75,8 @@ const scenarios: Scenario[] = [
         res.delete = await outcome(c.delete(id));
         const checkpoints = callsOf(fake, 'checkpoint');
         assert.equal(checkpoints.length, 3, JSON.stringify(calls(fake)));
-        assert.ok(checkpoints[0]!.includes('--leave-running'), 'leave running by default');
-        assert.ok(!checkpoints[2]!.includes('--leave-running'), 'exit=true: no --leave-running');
+        assert.ok(checkpoints[0].includes('--leave-running'), 'leave running by default');
+        assert.ok(!checkpoints[2].includes('--leave-running'), 'exit=true: no --leave-running');
         const topics = (await t.waitEvents((evs) => evs.some((e) => e.topic === '/tasks/delete'))).map((e) => e.topic);
         assert.deepEqual(topics, ['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete'], 'no /tasks/checkpointed');
         const observed = normalize({ res, checkpoints, topics }, subst(t, fake));
@@ -156,7 +156,7 @@ const scenarios: Scenario[] = [
         assert.deepEqual(normalize(restores, subst(t, fake)), [[...GLOBAL, 'restore', '--image-path', '<tmp>/image', '--work-path', '<bundle>/work',
           '--parent-path', '<tmp>/parent', '--detach', '--pid-file', '<bundle>/init.pid', '-no-subreaper', '--bundle', '<bundle>', '<id>']]);
         assert.deepEqual(events.map((e) => e.topic), ['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete']);
-        assert.equal(events[0]!.event.pid, 0, 'TaskCreate of a restore has pid 0');
+        assert.equal(events[0].event.pid, 0, 'TaskCreate of a restore has pid 0');
         return normalize({
           res, restores, events: events.map((e) => ({ topic: e.topic, ...e.event, rootfs: undefined })),
         }, subst(t, fake));

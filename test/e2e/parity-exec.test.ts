@@ -18,7 +18,7 @@ function processEvents(events: CtrEvent[], execId: string): CtrEvent[] {
 /** PIDs listed by `ctr task ps` (header skipped). */
 async function psPids(id: string): Promise<string[]> {
   const r = await env.ctr(['task', 'ps', id]);
-  return r.stdout.split('\n').slice(1).filter((l) => l.trim()).map((l) => l.trim().split(/\s+/)[0]!);
+  return r.stdout.split('\n').slice(1).filter((l) => l.trim()).map((l) => l.trim().split(/\s+/)[0]);
 }
 
 async function initExitKillsExecs(shim: Parameters<Scenario['run']>[0], what: string, runArgs: string[]) {
@@ -65,8 +65,8 @@ const scenarios: Scenario[] = [
         const perExec = n.map((i) => {
           const evs = processEvents(events, `e${i}`);
           assert.deepEqual(evs.map((e) => e.topic), ['/tasks/exec-added', '/tasks/exec-started', '/tasks/exit'], `events of e${i}`);
-          assert.equal(evs[2]!.event.pid, evs[1]!.event.pid, `exit pid = exec-started pid for e${i}`);
-          assert.equal(evs[2]!.event.exit_status, i);
+          assert.equal(evs[2].event.pid, evs[1].event.pid, `exit pid = exec-started pid for e${i}`);
+          assert.equal(evs[2].event.exit_status, i);
           return evs;
         });
         return normalize({ results: results.map((r) => env.result(r, [])), perExec }, ctrSubst(env.c, id));

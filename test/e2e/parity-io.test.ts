@@ -33,10 +33,6 @@ const pipeSubst: [RegExp, string] = [/pipe:\[\d+\]/, 'pipe'];
 const scenarios: Scenario[] = [
   {
     name: 'fifo stdio: stdout and stderr bytes reach ctr separately, the exit code is the task\'s, and the events are create/start/exit/delete',
-    knownDifferences: {
-      subMillisecondTimestamps: 'our envelope timestamps come from Date.now() (src/shim/time.ts now(), used by src/events/publisher.ts): '
-        + 'millisecond resolution where the reference\'s have nanoseconds, visible in `ctr events` output',
-    },
     async run(shim) {
       const id = uniqueId('io', shim.name, 'fifo');
       const r = await env.run(shim, ['--rm', env.image, id, 'sh', '-c', 'echo out; echo err >&2; printf "no newline"; exit 3']);
@@ -45,7 +41,7 @@ const scenarios: Scenario[] = [
       assert.equal(r.code, 3);
       const events = await env.waitDeleted(id);
       assert.deepEqual(events.map((e) => e.topic), ['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete']);
-      const io = events[0]!.event.io as Record<string, unknown>;
+      const io = events[0].event.io as Record<string, unknown>;
       assert.ok(io.stdin && io.stdout && io.stderr, 'ctr gives the task three fifos');
       // Go prints fractional seconds without trailing zeros: more than 3 digits means the
       // envelope time is finer than a millisecond.

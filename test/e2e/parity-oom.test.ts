@@ -33,7 +33,7 @@ const scenarios: Scenario[] = [
       assert.deepEqual(topicsWithoutOom(events), ['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete']);
       const oom = events.filter((e) => e.topic === '/tasks/oom');
       assert.equal(oom.length, 1, 'one /tasks/oom');
-      assert.deepEqual(oom[0]!.event, { container_id: id });
+      assert.deepEqual(oom[0].event, { container_id: id });
       const exit = events.find((e) => e.topic === '/tasks/exit')!;
       assert.equal(exit.event.exit_status, 137);
       return normalize({ result: env.result(r, []), topics: topicsWithoutOom(events), oom, exit }, ctrSubst(env.c, id));

@@ -56,9 +56,9 @@ function metricsShape(m: Json, running: boolean) {
 
 /** `ctr task metrics` table: the METRIC names, and the values that do not vary between runs. */
 function tableShape(text: string) {
-  const rows = text.split('\n').map((l) => l.trim().split(/\s{2,}/)).filter((r) => r.length === 2 && r[0] !== 'ID' && !/^\d{4}-/.test(r[1]!));
+  const rows = text.split('\n').map((l) => l.trim().split(/\s{2,}/)).filter((r) => r.length === 2 && r[0] !== 'ID' && !/^\d{4}-/.test(r[1]));
   const stable = new Set(['memory.limit_in_bytes', 'pids.current', 'pids.limit', 'METRIC']);
-  return rows.map(([k, v]) => (stable.has(k!) ? `${k}=${v}` : k));
+  return rows.map(([k, v]) => (stable.has(k) ? `${k}=${v}` : k));
 }
 
 const MIB = 1024 * 1024;

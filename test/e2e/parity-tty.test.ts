@@ -38,7 +38,7 @@ const scenarios: Scenario[] = [
       assert.equal(r.output, EXPECTED);
       assert.equal(r.status, 3);
       const events = await env.waitDeleted(id);
-      assert.equal(events[0]!.event.io && (events[0]!.event.io as { terminal?: boolean }).terminal, true, 'TaskCreate io.terminal');
+      assert.equal(events[0].event.io && (events[0].event.io as { terminal?: boolean }).terminal, true, 'TaskCreate io.terminal');
       return normalize({ output: r.output, status: r.status, events }, ctrSubst(env.c, id));
     },
   },

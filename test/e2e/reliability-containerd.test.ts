@@ -47,7 +47,7 @@ async function taskRow(id: string): Promise<{ pid: number; status: string } | un
   const r = await ctr(['task', 'ls']);
   for (const line of r.stdout.split('\n').slice(1)) {
     const [task, pid, status] = line.trim().split(/\s+/);
-    if (task === id && pid !== undefined) return { pid: Number(pid), status: status! };
+    if (task === id && pid !== undefined) return { pid: Number(pid), status: status };
   }
   return undefined;
 }
@@ -86,7 +86,7 @@ function events(text: string, id: string): { topic: string; event: Record<string
     if (!m || m[1] !== NS) continue;
     let event: Record<string, unknown> = {};
     try { event = JSON.parse(m[3] || '{}') as Record<string, unknown>; } catch { /* not json */ }
-    if (event.container_id === id || event.id === id) res.push({ topic: m[2]!, event });
+    if (event.container_id === id || event.id === id) res.push({ topic: m[2], event });
   }
   return res;
 }
@@ -115,7 +115,7 @@ describe('reliability with a real containerd', () => {
       assert.equal(r.code, 0, r.stderr);
       const row = await taskRow(id);
       assert.equal(row?.status, 'RUNNING');
-      const init = row!.pid;
+      const init = row.pid;
       const shimPid = ppid(init);
       const bundle = path.join(c.state, 'io.containerd.runtime.v2.task', NS, id);
       // Our daemon shows the Go shim's command line, with our binary's path (src/shim/identity.ts).

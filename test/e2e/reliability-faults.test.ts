@@ -21,7 +21,6 @@ import { Code } from '../../src/ttrpc/index.js';
 import { EventPublisher } from '../../src/events/publisher.js';
 import type { Envelope } from '../../src/gen/containerd/services/ttrpc/events/v1/events.js';
 
-const RPC_MS = 30_000;
 let lab: ShimLab;
 
 before(async () => { lab = await ShimLab.create('relflt'); });
@@ -35,7 +34,7 @@ function runcOptions(binaryName: string) {
 async function assertNothingHalfCreated(shim: LabShim, id: string, bundle: string, base: ReturnType<typeof figures>) {
   assert.deepEqual(mountedUnder(path.join(bundle, 'rootfs')), [], `${id}: rootfs not left mounted`);
   assert.equal(fs.existsSync(path.join(lab.runcRoot(), id)), false, `${id}: no runc state`);
-  await assert.rejects(shim.client.state(id), (e: { code: number }) => e.code === Code.NotFound, `${id}: not registered`);
+  await assert.rejects(shim.client.state(id), (e: { code: Code }) => e.code === Code.NotFound, `${id}: not registered`);
   const f = await settle(() => figures(shim.pid), (x) => x.fds === base.fds && x.children === base.children);
   assert.equal(f.fds, base.fds, `${id}: fds back to ${base.fds}`);
   assert.equal(f.children, base.children, `${id}: no child left`);
@@ -221,7 +220,7 @@ describe('reliability: faults', () => {
     const shim = await lab.startShim(id, bundle);
     const { client } = shim;
     const expected = spawnSync('sh', ['-c', `seq 1 ${lines} | md5sum; seq 1 ${lines} | wc -c`], { encoding: 'utf8' }).stdout.split('\n');
-    const expectedMd5 = expected[0]!.split(' ')[0]!;
+    const expectedMd5 = expected[0].split(' ')[0];
     const expectedLen = Number(expected[1]);
     const fifo = lab.fifo('bp.out');
     const fd = fs.openSync(fifo, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
@@ -315,7 +314,7 @@ function containerOf(e: Envelope): string {
   // Every task event starts with field 1 = container_id.
   const v = Buffer.from(e.event?.value ?? []);
   if (v[0] !== 0x0a) return '';
-  return v.subarray(2, 2 + v[1]!).toString('utf8');
+  return v.subarray(2, 2 + v[1]).toString('utf8');
 }
 
 void childrenOf;

@@ -60,7 +60,7 @@ describe('reliability: leaks', () => {
         stdout: withIo ? path.join(lab.tmp, `lane${lane}.out`) : '',
       }), RPC_MS, `Exec ${execId}`);
       await within(client.start(home, execId), RPC_MS, `Start ${execId}`);
-      if (withIo) await readers[lane]!.until((s) => s.includes(`out-${i}\n`));
+      if (withIo) await readers[lane].until((s) => s.includes(`out-${i}\n`));
       await within(client.kill(home, 9, { execId }), RPC_MS, `Kill ${execId}`);
       const w = await within(client.wait(home, execId), RPC_MS, `Wait ${execId}`);
       assert.equal(w.exitStatus, 137);
@@ -112,7 +112,7 @@ describe('reliability: leaks', () => {
       lab.track(id);
       const bundle = path.join(lab.tmp, lab.namespace, id);
       fs.mkdirSync(path.join(bundle, 'rootfs'), { recursive: true, mode: 0o711 });
-      const cfg = JSON.parse(template.toString('utf8'));
+      const cfg = JSON.parse(template.toString('utf8')) as { process: { args: string[] } };
       const withIo = i % 2 === 0;
       cfg.process.args = withIo ? ['sh', '-c', `echo ctr-${i}; exec sleep 100000`] : ['sleep', '100000'];
       fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(cfg));

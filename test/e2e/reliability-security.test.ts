@@ -164,14 +164,14 @@ describe('reliability: security', () => {
     let refused = 0;
     for (const b of bad) {
       await assert.rejects(shim.client.create({ id: b, bundle: vb, rootfs: lab.rootfs }),
-        (e: { code: number }) => e.code === Code.InvalidArgument, `Create ${JSON.stringify(b)}`);
+        (e: { code: Code }) => e.code === Code.InvalidArgument, `Create ${JSON.stringify(b)}`);
       await assert.rejects(shim.client.exec({ id, execId: b, spec: ShimLab.execSpec(['true']) }),
-        (e: { code: number }) => e.code === Code.InvalidArgument, `Exec ${JSON.stringify(b)}`);
+        (e: { code: Code }) => e.code === Code.InvalidArgument, `Exec ${JSON.stringify(b)}`);
       const calls = [() => shim.client.state(b), () => shim.client.kill(b, 9), () => shim.client.delete(b)];
       // (An empty exec id names the init process: not a bad id there.)
       if (b) calls.push(() => shim.client.state(id, b), () => shim.client.delete(id, b), () => shim.client.kill(id, 9, { execId: b }));
       for (const call of calls) {
-        await assert.rejects(call(), (e: { code: number }) => e.code === Code.NotFound || e.code === Code.InvalidArgument);
+        await assert.rejects(call(), (e: { code: Code }) => e.code === Code.NotFound || e.code === Code.InvalidArgument);
       }
       refused += 2 + calls.length;
     }

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
   ShimLab, stressSize, figures, formatFigures, settle, within, pool, childrenOf, workChildren, zombiesOf, isAlive, wchan,
-  fdKinds, crashLines, sleep, type LabShim, exitEvents, uniqueId,
+  fdKinds, crashLines, sleep, exitEvents, uniqueId,
 } from '../support/reliability.js';
 import { TaskClient } from '../support/taskclient.js';
 import { FifoReader, mkfifo } from '../support/fifo.js';
@@ -48,7 +48,7 @@ describe('reliability: supervision', () => {
     const go = mkfifo(path.join(barrierDir, 'go'));
     const ids = Array.from({ length: C }, (_, i) => uniqueId(`burst${i}`));
     const bundles = ids.map((id) => lab.bundle(id, { args: ['sleep', '100000'], mounts: sharedMount(barrierDir) }));
-    const shim = await lab.startShim(ids[0]!, bundles[0]!);
+    const shim = await lab.startShim(ids[0], bundles[0]);
     const { client } = shim;
     // Warm-up: one container with an exec, so lazily opened things (the events connection, the
     // OOM watcher) are in the baseline.
@@ -65,7 +65,7 @@ describe('reliability: supervision', () => {
     const base = await settle(() => figures(shim.pid), (f) => f.children === 0);
 
     await pool(ids, 4, async (id, i) => {
-      await within(client.create({ id, bundle: bundles[i]!, rootfs: lab.rootfs }), RPC_MS, `Create ${id}`);
+      await within(client.create({ id, bundle: bundles[i], rootfs: lab.rootfs }), RPC_MS, `Create ${id}`);
       await within(client.start(id), RPC_MS, `Start ${id}`);
     });
     const initPids = new Map<string, number>();
@@ -82,7 +82,7 @@ describe('reliability: supervision', () => {
     // More connections, as containerd opens one per task.
     const clients = [client, await lab.connect(shim), await lab.connect(shim)];
     await pool(procs, 8, async (p, i) => {
-      const c = clients[i % clients.length]!;
+      const c = clients[i % clients.length];
       const script = p.barrier ? `read x < /shared/go; exit ${p.status}` : `exit ${p.status}`;
       await within(c.exec({ id: p.id, execId: p.execId, spec: ShimLab.execSpec(['sh', '-c', script]) }), RPC_MS, `Exec ${p.execId}`);
       waits.set(p, c.wait(p.id, p.execId)); // Wait before Start: it must be released by the exit
@@ -95,7 +95,7 @@ describe('reliability: supervision', () => {
     releaseBarrier(go);
 
     const results = await within(Promise.all(procs.map((p) => waits.get(p)!)), 60_000, 'Wait of every exec');
-    procs.forEach((p, i) => assert.equal(results[i]!.exitStatus, p.status, `${p.id}/${p.execId} status`));
+    procs.forEach((p, i) => assert.equal(results[i].exitStatus, p.status, `${p.id}/${p.execId} status`));
     // Then the inits, all at once (killing them earlier would take the execs down with 137).
     await Promise.all(ids.map((id) => within(client.kill(id, 9), RPC_MS, `Kill ${id}`)));
     for (const id of ids) assert.equal((await within(client.wait(id), RPC_MS, `Wait ${id}`)).exitStatus, 137);
@@ -145,7 +145,7 @@ describe('reliability: supervision', () => {
     const { client } = shim;
     await client.create({ id, bundle, rootfs: lab.rootfs });
     const { pid: init } = await client.start(id);
-    const adopted = () => childrenOf(shim.pid).filter((c) => /^sleep\u0000100[01]\u0000$/.test(cmdline(c)));
+    const adopted = () => childrenOf(shim.pid).filter((c) => ['sleep\u00001000\u0000', 'sleep\u00001001\u0000'].includes(cmdline(c)));
     const orphans = await settle(adopted, (l) => l.length === 2);
     assert.equal(orphans.length, 2, 'the backgrounded children were re-parented to the shim');
     // An exec that backgrounds a child that exits on its own (status 9) after the exec (status 4).
@@ -252,7 +252,7 @@ describe('reliability: supervision', () => {
 
       const victim1 = await pidTaker(daemon, execPid);
       try {
-        await assert.rejects(client.kill(id, 9, { execId: 'e1' }), (e: { code: number }) => e.code === Code.NotFound, 'late Kill of the exec');
+        await assert.rejects(client.kill(id, 9, { execId: 'e1' }), (e: { code: Code }) => e.code === Code.NotFound, 'late Kill of the exec');
         const st = await client.state(id, 'e1');
         assert.deepEqual([st.status, st.pid, st.exitStatus], [Status.STOPPED, execPid, 137], 'State of the exec is its own exit');
         await sleep(200);
@@ -265,7 +265,7 @@ describe('reliability: supervision', () => {
       assert.equal((await client.wait(id)).exitStatus, 137);
       const victim2 = await pidTaker(daemon, initPid);
       try {
-        await assert.rejects(client.kill(id, 9), (e: { code: number }) => e.code === Code.NotFound, 'late Kill of the init');
+        await assert.rejects(client.kill(id, 9), (e: { code: Code }) => e.code === Code.NotFound, 'late Kill of the init');
         // --all goes by the container's cgroup (runc), which the new process is not in: a no-op.
         await client.kill(id, 9, { all: true });
         const st = await client.state(id);
@@ -343,7 +343,7 @@ describe('reliability: supervision', () => {
  */
 async function daemonInPidNamespace(id: string, bundle: string) {
   const cfgFile = path.join(bundle, 'config.json');
-  const cfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8'));
+  const cfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as Record<string, unknown>;
   cfg.root = { path: lab.rootfsSrc, readonly: true };
   fs.writeFileSync(cfgFile, JSON.stringify(cfg));
   const log = new FifoReader(mkfifo(path.join(bundle, 'log')));
@@ -353,7 +353,7 @@ async function daemonInPidNamespace(id: string, bundle: string) {
   lab.trackPid(unshare.pid!);
   lab.track(id);
   const c = await settle(() => fs.existsSync(socket) ? childrenOf(unshare.pid!) : [], (l) => l.length === 1, 10_000);
-  const daemon = c[0]!;
+  const daemon = c[0];
   lab.trackPid(daemon);
   const client = await TaskClient.connect(socket, lab.namespace);
   assert.equal((await client.connect(id)).shimPid, 1, 'the daemon is pid 1 of its namespace');
@@ -380,12 +380,12 @@ async function pidTaker(nsPid: number, want: number): Promise<{ hostPid: number;
     { stdio: ['ignore', 'pipe', 'inherit'] });
     const out = await new Promise<string>((resolve) => {
       let s = '';
-      child.stdout!.on('data', (d: Buffer) => { s += d.toString(); if (s.includes('\n')) resolve(s.trim()); });
+      child.stdout.on('data', (d: Buffer) => { s += d.toString(); if (s.includes('\n')) resolve(s.trim()); });
       child.once('exit', () => resolve(s.trim()));
     });
     const sh = await settle(() => childrenOf(child.pid!), (l) => l.length === 1, 3000);
     const sleepPid = await settle(() => (sh[0] ? childrenOf(sh[0]) : []), (l) => l.length === 1, 3000);
-    const hostPid = sleepPid[0]!;
+    const hostPid = sleepPid[0];
     const stop = () => { try { process.kill(hostPid, 'SIGKILL'); } catch { /* gone */ } };
     if (Number(out) === want && hostPid) return { hostPid, stop };
     stop();

@@ -24,6 +24,11 @@ const stats = { connections: 0, frames: 0, answered: 0, closedByServer: 0 };
 function connectReq(): Uint8Array { return T.ConnectRequest.encode({ id: ID }).finish(); }
 function stateReq(): Uint8Array { return T.StateRequest.encode({ id: ID, execId: '' }).finish(); }
 
+/** What RawConn.response gave, for an assertion message: 'closed', 'timeout' or the status code. */
+function outcome(r: Awaited<ReturnType<RawConn['response']>>): string {
+  return typeof r === 'string' ? r : `a response (code ${r.status?.code ?? 0})`;
+}
+
 async function open(): Promise<RawConn> {
   stats.connections++;
   return RawConn.open(shim.socket);
@@ -78,13 +83,13 @@ describe('reliability: hostile ttrpc input to a running daemon', () => {
     const c = await open();
     c.write(rawFrame(MAX_MESSAGE + 1, 1, MessageType.Request, 0));
     const r = await c.response(1);
-    assert.ok(r !== 'closed' && r !== 'timeout', `answered: ${r}`);
+    assert.ok(r !== 'closed' && r !== 'timeout', `answered: ${outcome(r)}`);
     assert.equal(r.status?.code, Code.ResourceExhausted);
     assert.match(r.status?.message ?? '', /exceed maximum message size/);
     c.write(Buffer.alloc(MAX_MESSAGE + 1, 0xff)); // the oversized payload, discarded
     c.request(3, TASK, 'State', stateReq());
     const ok = await c.response(3, 10_000);
-    assert.ok(ok !== 'closed' && ok !== 'timeout', `the same connection answers afterwards: ${ok}`);
+    assert.ok(ok !== 'closed' && ok !== 'timeout', `the same connection answers afterwards: ${outcome(ok)}`);
     assert.equal(ok.status?.code ?? 0, Code.OK);
     c.destroy();
     const d = await open();
@@ -161,7 +166,7 @@ describe('reliability: hostile ttrpc input to a running daemon', () => {
         d.write(rawFrame(body.length, sid, MessageType.Request, 0, body));
       } else {
         // A valid envelope for a real method, with a garbage payload.
-        const m = methods[Math.floor(rand() * methods.length)]!;
+        const m = methods[Math.floor(rand() * methods.length)];
         d.request(sid, TASK, m, bytes(Math.floor(rand() * 48)));
       }
       pending.push(sid);
@@ -191,12 +196,12 @@ describe('reliability: hostile ttrpc input to a running daemon', () => {
     const big: [string, string][] = Array.from({ length: 1000 }, (_, i) => [`k${i}`, 'v'.repeat(4000)]);
     c.request(1, TASK, 'State', stateReq(), big);
     const r = await c.response(1, 20_000);
-    assert.ok(r !== 'closed' && r !== 'timeout', `answered: ${r}`);
+    assert.ok(r !== 'closed' && r !== 'timeout', `answered: ${outcome(r)}`);
     assert.equal(r.status?.code ?? 0, Code.OK);
     const many: [string, string][] = Array.from({ length: 100_000 }, (_, i) => [String(i % 10), 'x']);
     c.request(3, TASK, 'State', stateReq(), many);
     const r2 = await c.response(3, 20_000);
-    assert.ok(r2 !== 'closed' && r2 !== 'timeout', `answered: ${r2}`);
+    assert.ok(r2 !== 'closed' && r2 !== 'timeout', `answered: ${outcome(r2)}`);
     assert.equal(r2.status?.code ?? 0, Code.OK);
     c.destroy();
     stats.frames += 2; stats.answered += 2;
@@ -208,7 +213,7 @@ describe('reliability: hostile ttrpc input to a running daemon', () => {
     const during = figures(shim.pid);
     conns.forEach((c, i) => c.request(1, TASK, i % 2 ? 'State' : 'Connect', i % 2 ? stateReq() : connectReq()));
     const rs = await Promise.all(conns.map((c) => c.response(1, 30_000)));
-    const ok = rs.filter((r) => r !== 'closed' && r !== 'timeout' && (r.status?.code ?? 0) === Code.OK).length;
+    const ok = rs.filter((r) => r !== 'closed' && r !== 'timeout' && ((r.status?.code ?? 0) as Code) === Code.OK).length;
     for (const c of conns) c.destroy();
     stats.frames += N; stats.answered += ok;
     const after = await settle(() => figures(shim.pid), (f) => f.fds === base.fds);

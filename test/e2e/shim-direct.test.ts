@@ -98,7 +98,7 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
       assert.equal(del.exitStatus, 3);
       assert.equal(del.pid, created.pid);
       assert.deepEqual(mountedUnder(path.join(bundle, 'rootfs')), [], 'rootfs unmounted by Delete');
-      await assert.rejects(client.state(id), (e: { code: number; message: string }) => e.code === Code.NotFound && e.message === 'container not created: not found');
+      await assert.rejects(client.state(id), (e: { code: Code; message: string }) => e.code === Code.NotFound && e.message === 'container not created: not found');
       await client.shutdown(id).catch(() => undefined);
       assert.ok(await waitGone(shimPid), 'daemon exits after Shutdown');
       assert.equal(fs.existsSync(address.slice('unix://'.length)), false, 'socket removed');
@@ -106,13 +106,13 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
       await events.until((envs) => envs.some((e) => e.topic === '/tasks/delete' && e.namespace === NS));
       const mine = events.envelopes.filter((e) => e.namespace === NS);
       assert.deepEqual(mine.map((e) => e.topic), ['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete']);
-      const exit = E.TaskExit.decode(mine[2]!.event!.value);
-      assert.equal(mine[2]!.event!.typeUrl, 'containerd.events.TaskExit');
+      const exit = E.TaskExit.decode(mine[2].event!.value);
+      assert.equal(mine[2].event!.typeUrl, 'containerd.events.TaskExit');
       assert.deepEqual([exit.containerId, exit.id, exit.pid, exit.exitStatus], [id, id, created.pid, 3]);
-      const createEv = E.TaskCreate.decode(mine[0]!.event!.value);
+      const createEv = E.TaskCreate.decode(mine[0].event!.value);
       assert.equal(createEv.bundle, bundle);
       assert.equal(createEv.pid, created.pid);
-      const delEv = E.TaskDelete.decode(mine[3]!.event!.value);
+      const delEv = E.TaskDelete.decode(mine[3].event!.value);
       assert.deepEqual([delEv.containerId, delEv.pid, delEv.exitStatus], [id, created.pid, 3]);
 
       const d = await runShim(['-namespace', NS, '-address', grpcAddress(), '-publish-binary', '/usr/bin/containerd', '-id', id, '-bundle', bundle, 'delete'], { cwd: bundle, env });
@@ -143,7 +143,7 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
       assert.ok((stats.stats?.value.length ?? 0) > 0, 'metrics carry data');
       const spec = { args: ['sh', '-c', 'echo from-exec; exit 5'], cwd: '/', env: ['PATH=/bin'], user: { uid: 0, gid: 0 } };
       await client.exec({ id, execId: 'e1', stdout: path.join(tmp, `${id}-exec-out`), spec: { typeUrl: 'types.containerd.io/opencontainers/runtime-spec/1/Process', value: Buffer.from(JSON.stringify(spec)) } });
-      await assert.rejects(client.exec({ id, execId: 'e1', spec: { typeUrl: 'x', value: Buffer.from('{}') } }), (e: { code: number }) => e.code === Code.AlreadyExists);
+      await assert.rejects(client.exec({ id, execId: 'e1', spec: { typeUrl: 'x', value: Buffer.from('{}') } }), (e: { code: Code }) => e.code === Code.AlreadyExists);
       const ex = await client.start(id, 'e1');
       assert.ok(ex.pid > 0);
       assert.equal((await client.wait(id, 'e1')).exitStatus, 5);
@@ -151,7 +151,7 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
       await client.delete(id, 'e1');
       await client.kill(id, 9);
       assert.equal((await client.wait(id)).exitStatus, 137);
-      await assert.rejects(client.kill(id, 9), (e: { code: number }) => e.code === Code.NotFound);
+      await assert.rejects(client.kill(id, 9), (e: { code: Code }) => e.code === Code.NotFound);
       assert.equal((await client.delete(id)).exitStatus, 137);
       await client.shutdown(id).catch(() => undefined);
       assert.ok(await waitGone(shimPid));
@@ -170,7 +170,7 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
   function statFields(pid: number): [string, number, number, number] {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return [f[0]!, Number(f[1]), Number(f[2]), Number(f[3])];
+    return [f[0], Number(f[1]), Number(f[2]), Number(f[3])];
   }
 
   /**
@@ -221,7 +221,7 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
     while (Date.now() < deadline && (ready = fresh()).length < POOL_SIZE) await new Promise((r) => setTimeout(r, 50));
     assert.equal(ready.length, POOL_SIZE, 'the standby pool booted');
     // Wait until each listens on its post (its control socket, named after `-standby`).
-    const postsOf = ready.map((pid) => { const argv = argvOf(pid); return argv[argv.indexOf('-standby') + 1]!; });
+    const postsOf = ready.map((pid) => { const argv = argvOf(pid); return argv[argv.indexOf('-standby') + 1]; });
     while (Date.now() < deadline && !postsOf.every((p) => fs.existsSync(p))) await new Promise((r) => setTimeout(r, 50));
     assert.ok(postsOf.every((p) => fs.existsSync(p)), 'the standbys listen on their posts');
     const b = bundleFor('c4', ['sh', '-c', 'exit 6']);

@@ -161,12 +161,12 @@ describe('containerd 2.x contract, the test playing containerd', () => {
       await client.state(id);
       assert.ok(Date.now() - t0 < 1000, 'State answered at once');
       await client.exec({ id, execId: 'late', spec: execSpec(['true']) });
-      let refused: { code: number; message: string } | undefined;
+      let refused: { code: Code; message: string } | undefined;
       for (const deadline = Date.now() + 5000; !refused && Date.now() < deadline;) {
         // Until the reaper's record reached the service the exec may still be let through
         // (it then fails in runc); it must never wait on the stuck runc.
         const res = await Promise.race([
-          client.start(id, 'late').then(() => undefined, (e: { code: number; message: string }) => e),
+          client.start(id, 'late').then(() => undefined, (e: { code: Code; message: string }) => e),
           new Promise<'hung'>((res) => setTimeout(() => res('hung'), 3000).unref()),
         ]);
         if (res === 'hung') assert.fail('Start of an exec waited on another exec\'s runc');
@@ -228,7 +228,7 @@ describe('containerd 2.x contract, the test playing containerd', () => {
     assert.equal(info.name, 'io.containerd.runc.v2');
     assert.equal(info.features?.typeUrl, 'types.containerd.io/opencontainers/runtime-spec/1/features/Features');
     const runcFeatures = JSON.parse(execFileSync('runc', ['features'], { encoding: 'utf8' })) as unknown;
-    assert.equal(Buffer.from(info.features!.value).toString(), JSON.stringify(runcFeatures));
+    assert.equal(Buffer.from(info.features.value).toString(), JSON.stringify(runcFeatures));
     const opts = Any.encode({ typeUrl: OPTIONS_URL, value: Options.encode(Options.fromPartial({ binaryName: 'no-runc' })).finish() }).finish();
     r = await runShim(['-info'], { cwd: '/', env, input: Buffer.from(opts) });
     assert.equal(r.code, 1);
@@ -261,7 +261,7 @@ describe('containerd 2.x contract, the test playing containerd', () => {
     const probe = spawn('sleep', ['30']);
     let supported = true;
     try {
-      native.prctl(62 /* PR_SCHED_CORE */, 1 /* CREATE */, probe.pid!, 1 /* PIDTYPE_TGID */, 0);
+      native.prctl(62 /* PR_SCHED_CORE */, 1 /* CREATE */, probe.pid, 1 /* PIDTYPE_TGID */, 0);
     } catch {
       supported = false;
     } finally {

@@ -27,7 +27,7 @@ describe('the standby pool under concurrent starts (our shim)', { skip: process.
     const worker = async () => {
       while (next < ids.length) {
         const i = next++;
-        const id = ids[i]!;
+        const id = ids[i];
         const r = await c.ctr(['run', '--rm', '--runtime', OUR_SHIM, image, id, 'sh', '-c', `echo out-${i}; exit ${i % 5}`], { allowFail: true, timeoutMs: 60_000 });
         results.push({ id, code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr });
       }

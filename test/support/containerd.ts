@@ -671,7 +671,7 @@ class Instance implements Containerd {
       if (procs.length === 0) break;
       for (const p of procs) {
         const i = p.argv.indexOf('-standby');
-        if (i >= 0 && p.argv[i + 1]) posts.add(p.argv[i + 1]!);
+        if (i >= 0 && p.argv[i + 1]) posts.add(p.argv[i + 1]);
         try { process.kill(p.pid, 'SIGKILL'); } catch { /* gone */ }
         killed.push(p.pid);
       }
@@ -876,7 +876,7 @@ export function leftovers(c: Containerd, ids?: Array<string | { namespace: strin
     let cwd: string;
     try { cwd = readlinkSync(`/proc/${pid}/cwd`); } catch { return undefined; }
     const rel = cwd.startsWith(taskRoot + '/') ? cwd.slice(taskRoot.length + 1).split('/') : [];
-    return rel.length === 2 ? `${rel[0]}/${rel[1]!.replace(/^\./, '')}` : undefined;
+    return rel.length === 2 ? `${rel[0]}/${rel[1].replace(/^\./, '')}` : undefined;
   };
   const shims = listProcesses()
     .filter((p) => {
@@ -911,7 +911,7 @@ export function leftovers(c: Containerd, ids?: Array<string | { namespace: strin
 
 export const NOTHING_LEFT: Leftovers = Object.freeze({
   shims: [], mounts: [], taskDirs: [], runcStateDirs: [], sockets: [], cgroups: [],
-}) as Leftovers;
+});
 
 export function isClean(l: Leftovers): boolean {
   return l.shims.length + l.mounts.length + l.taskDirs.length + l.runcStateDirs.length + l.sockets.length +

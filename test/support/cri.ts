@@ -6,7 +6,7 @@
 // (startContainerd({cri: true})).
 
 import {
-  credentials, Metadata, type CallOptions, type Client, type ClientUnaryCall, type ServiceError,
+  credentials, Metadata, type CallOptions, type ClientUnaryCall, type ServiceError,
 } from '@grpc/grpc-js';
 import {
   ContainerConfig, ContainerFilter, ContainerStatsFilter, ImageServiceClient, NamespaceMode, PodSandboxConfig,
@@ -31,9 +31,10 @@ export class CriError extends Error {
   }
 }
 
-function unary<Req, Res>(client: Client, name: string, method: UnaryMethod<Req, Res>, req: Req, timeoutMs = CALL_TIMEOUT_MS): Promise<Res> {
+/** `method`: a client's method bound to the client. */
+function unary<Req, Res>(name: string, method: UnaryMethod<Req, Res>, req: Req, timeoutMs = CALL_TIMEOUT_MS): Promise<Res> {
   return new Promise((resolve, reject) => {
-    method.call(client, req, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
+    method(req, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
       if (err) reject(new CriError(name, err.code, err.details ?? err.message));
       else resolve(res);
     });
@@ -58,86 +59,86 @@ export class CriClient {
   }
 
   version(): Promise<VersionResponse> {
-    return unary(this.runtime, 'Version', this.runtime.version, { version: 'v1' });
+    return unary('Version', this.runtime.version.bind(this.runtime), { version: 'v1' });
   }
 
   status(): Promise<StatusResponse> {
-    return unary(this.runtime, 'Status', this.runtime.status, { verbose: false });
+    return unary('Status', this.runtime.status.bind(this.runtime), { verbose: false });
   }
 
   async runPodSandbox(config: PodSandboxConfig, runtimeHandler = '', timeoutMs?: number): Promise<string> {
-    const r = await unary(this.runtime, 'RunPodSandbox', this.runtime.runPodSandbox, { config, runtimeHandler }, timeoutMs);
+    const r = await unary('RunPodSandbox', this.runtime.runPodSandbox.bind(this.runtime), { config, runtimeHandler }, timeoutMs);
     return r.podSandboxId;
   }
 
   async stopPodSandbox(podSandboxId: string, timeoutMs?: number): Promise<void> {
-    await unary(this.runtime, 'StopPodSandbox', this.runtime.stopPodSandbox, { podSandboxId }, timeoutMs);
+    await unary('StopPodSandbox', this.runtime.stopPodSandbox.bind(this.runtime), { podSandboxId }, timeoutMs);
   }
 
   async removePodSandbox(podSandboxId: string, timeoutMs?: number): Promise<void> {
-    await unary(this.runtime, 'RemovePodSandbox', this.runtime.removePodSandbox, { podSandboxId }, timeoutMs);
+    await unary('RemovePodSandbox', this.runtime.removePodSandbox.bind(this.runtime), { podSandboxId }, timeoutMs);
   }
 
   podSandboxStatus(podSandboxId: string): Promise<PodSandboxStatusResponse> {
-    return unary(this.runtime, 'PodSandboxStatus', this.runtime.podSandboxStatus, { podSandboxId, verbose: false });
+    return unary('PodSandboxStatus', this.runtime.podSandboxStatus.bind(this.runtime), { podSandboxId, verbose: false });
   }
 
   async listPodSandbox(filter?: Partial<PodSandboxFilter>): Promise<PodSandbox[]> {
-    const r = await unary(this.runtime, 'ListPodSandbox', this.runtime.listPodSandbox,
+    const r = await unary('ListPodSandbox', this.runtime.listPodSandbox.bind(this.runtime),
       { filter: filter ? PodSandboxFilter.fromPartial(filter) : undefined });
     return r.items;
   }
 
   async createContainer(podSandboxId: string, config: ContainerConfig, sandboxConfig: PodSandboxConfig, timeoutMs?: number): Promise<string> {
-    const r = await unary(this.runtime, 'CreateContainer', this.runtime.createContainer,
+    const r = await unary('CreateContainer', this.runtime.createContainer.bind(this.runtime),
       { podSandboxId, config, sandboxConfig }, timeoutMs);
     return r.containerId;
   }
 
   async startContainer(containerId: string, timeoutMs?: number): Promise<void> {
-    await unary(this.runtime, 'StartContainer', this.runtime.startContainer, { containerId }, timeoutMs);
+    await unary('StartContainer', this.runtime.startContainer.bind(this.runtime), { containerId }, timeoutMs);
   }
 
   /** `timeoutSec`: grace period before SIGKILL (CRI semantics). */
   async stopContainer(containerId: string, timeoutSec: number, timeoutMs?: number): Promise<void> {
-    await unary(this.runtime, 'StopContainer', this.runtime.stopContainer,
+    await unary('StopContainer', this.runtime.stopContainer.bind(this.runtime),
       { containerId, timeout: BigInt(timeoutSec) }, timeoutMs ?? (timeoutSec * 1000 + CALL_TIMEOUT_MS));
   }
 
   async removeContainer(containerId: string, timeoutMs?: number): Promise<void> {
-    await unary(this.runtime, 'RemoveContainer', this.runtime.removeContainer, { containerId }, timeoutMs);
+    await unary('RemoveContainer', this.runtime.removeContainer.bind(this.runtime), { containerId }, timeoutMs);
   }
 
   async listContainers(filter?: Partial<ContainerFilter>): Promise<Container[]> {
-    const r = await unary(this.runtime, 'ListContainers', this.runtime.listContainers,
+    const r = await unary('ListContainers', this.runtime.listContainers.bind(this.runtime),
       { filter: filter ? ContainerFilter.fromPartial(filter) : undefined });
     return r.containers;
   }
 
   containerStatus(containerId: string): Promise<ContainerStatusResponse> {
-    return unary(this.runtime, 'ContainerStatus', this.runtime.containerStatus, { containerId, verbose: false });
+    return unary('ContainerStatus', this.runtime.containerStatus.bind(this.runtime), { containerId, verbose: false });
   }
 
   /** `timeoutSec` 0 = no timeout (CRI semantics); the call's own deadline is longer. */
   execSync(containerId: string, cmd: string[], timeoutSec = 0): Promise<ExecSyncResponse> {
-    return unary(this.runtime, 'ExecSync', this.runtime.execSync,
+    return unary('ExecSync', this.runtime.execSync.bind(this.runtime),
       { containerId, cmd, timeout: BigInt(timeoutSec) }, timeoutSec * 1000 + CALL_TIMEOUT_MS);
   }
 
   async containerStats(containerId: string): Promise<ContainerStats | undefined> {
-    const r = await unary(this.runtime, 'ContainerStats', this.runtime.containerStats, { containerId });
+    const r = await unary('ContainerStats', this.runtime.containerStats.bind(this.runtime), { containerId });
     return r.stats;
   }
 
   async listContainerStats(filter?: Partial<ContainerStatsFilter>): Promise<ContainerStats[]> {
-    const r = await unary(this.runtime, 'ListContainerStats', this.runtime.listContainerStats,
+    const r = await unary('ListContainerStats', this.runtime.listContainerStats.bind(this.runtime),
       { filter: filter ? ContainerStatsFilter.fromPartial(filter) : undefined });
     return r.stats;
   }
 
   /** The image as the CRI plugin knows it, or undefined (ImageStatus answers an empty image). */
   async imageStatus(ref: string): Promise<Image | undefined> {
-    const r = await unary(this.images, 'ImageStatus', this.images.imageStatus,
+    const r = await unary('ImageStatus', this.images.imageStatus.bind(this.images),
       { image: { image: ref, annotations: {} }, verbose: false });
     return r.image && r.image.id ? r.image : undefined;
   }

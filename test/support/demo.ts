@@ -46,7 +46,7 @@ async function main(): Promise<number> {
   const n = `${process.pid}`;
   step('starting a private containerd');
   const c = await startContainerd();
-  let ok = false;
+  let ok: boolean;
   try {
     process.stdout.write(`containerd pid ${c.pid}, socket ${c.address}, snapshotter ${c.snapshotter}\n`);
 

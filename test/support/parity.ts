@@ -236,13 +236,13 @@ export function parseEvents(text: string): CtrEvent[] {
   for (const line of text.split('\n')) {
     const m = /^(\S+ \S+ [+-]\d{4} \S+) (\S+) (\/\S+) ?(.*)$/.exec(line.trim());
     if (!m) continue;
-    let event: Record<string, unknown> = {};
+    let event: Record<string, unknown>;
     try {
       event = m[4] ? JSON.parse(m[4]) as Record<string, unknown> : {};
     } catch {
       event = { unparsed: m[4] };
     }
-    res.push({ timestamp: m[1]!, namespace: m[2]!, topic: m[3]!, event });
+    res.push({ timestamp: m[1], namespace: m[2], topic: m[3], event });
   }
   return res;
 }
@@ -719,7 +719,7 @@ export function calls(dir: string): string[][] {
   return fs.readdirSync(d).sort((a, b) => {
     const [ta, pa] = a.split('-').map(BigInt);
     const [tb, pb] = b.split('-').map(BigInt);
-    return ta! < tb! ? -1 : ta! > tb! ? 1 : Number(pa! - pb!);
+    return ta < tb ? -1 : ta > tb ? 1 : Number(pa - pb);
   }).map((f) => fs.readFileSync(path.join(d, f), 'utf8').split('\0').slice(1, -1));
 }
 
@@ -727,8 +727,8 @@ export function calls(dir: string): string[][] {
 export function callsOf(dir: string, sub: string): string[][] {
   return calls(dir).filter((argv) => {
     for (let i = 0; i < argv.length; i++) {
-      if (['--root', '--log', '--log-format', '--criu'].includes(argv[i]!)) { i++; continue; }
-      if (argv[i]!.startsWith('-')) continue;
+      if (['--root', '--log', '--log-format', '--criu'].includes(argv[i])) { i++; continue; }
+      if (argv[i].startsWith('-')) continue;
       return argv[i] === sub;
     }
     return false;

@@ -192,12 +192,12 @@ export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 /** Runs `fn` over `items` with at most `limit` in flight. */
 export async function pool<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
+  const out = new Array<R>(items.length);
   let next = 0;
   const worker = async () => {
     while (next < items.length) {
       const i = next++;
-      out[i] = await fn(items[i]!, i);
+      out[i] = await fn(items[i], i);
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
@@ -269,13 +269,18 @@ export interface LabShim {
   log: FifoReader;
 }
 
+interface OciMount { destination: string; type: string; source: string; options: string[] }
+
+/** A parsed config.json: its mounts, and the rest as is. */
+type OciConfig = Record<string, unknown> & { mounts: OciMount[] };
+
 export interface BundleSpec {
   args: string[];
   hostPid?: boolean;
   /** Extra OCI mounts (e.g. a shared host dir). */
-  mounts?: { destination: string; type: string; source: string; options: string[] }[];
+  mounts?: OciMount[];
   /** Edit the parsed config.json before it is written back. */
-  edit?: (spec: Record<string, any>) => void;
+  edit?: (spec: OciConfig) => void;
 }
 
 /**
@@ -325,7 +330,7 @@ export class ShimLab {
     const bundle = makeBundle(path.join(this.tmp, this.namespace, id), { args: spec.args, hostPid: spec.hostPid });
     if (spec.mounts || spec.edit) {
       const file = path.join(bundle, 'config.json');
-      const cfg = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, any>;
+      const cfg = JSON.parse(fs.readFileSync(file, 'utf8')) as OciConfig;
       if (spec.mounts) cfg.mounts.push(...spec.mounts);
       spec.edit?.(cfg);
       fs.writeFileSync(file, JSON.stringify(cfg, null, 2));
@@ -511,7 +516,7 @@ export function socketInodes(pid: number): Set<string> {
   for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
     try {
       const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
-      if (m) out.add(m[1]!);
+      if (m) out.add(m[1]);
     } catch { /* closed */ }
   }
   return out;
@@ -524,7 +529,7 @@ export function unixSocketTable(): Map<string, string> {
   for (const l of lines) {
     const f = l.trim().split(/\s+/);
     if (f.length < 7) continue;
-    out.set(f[6]!, f[7] ?? '');
+    out.set(f[6], f[7] ?? '');
   }
   return out;
 }

@@ -16,8 +16,10 @@ export interface ShimRun { code: number; stdout: Buffer; stderr: string }
 export function runShim(args: string[], o: { cwd: string; env?: NodeJS.ProcessEnv; input?: Buffer; bin?: string }): Promise<ShimRun> {
   return new Promise((resolve, reject) => {
     const child = execFile(o.bin ?? OUR_SHIM_BIN, args, { cwd: o.cwd, env: o.env ?? process.env, encoding: 'buffer', timeout: 20_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-      if (err && code === -1) return reject(err);
+      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
+      // (An ExecFileException is an Error; its @types/node type, built with Omit<>, does not say so.)
+      const error: Error | null = err;
+      if (error && code === -1) return reject(error);
       resolve({ code, stdout, stderr: stderr.toString('utf8') });
     });
     child.stdin?.end(o.input ?? Buffer.alloc(0));

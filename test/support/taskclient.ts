@@ -92,7 +92,7 @@ export class FakeEvents {
 
   async close(): Promise<void> {
     this.server.close();
-    this.server.shutdown();
+    void this.server.shutdown(); // fire-and-forget: it ends the connections; waiting for them to close is not needed
     await new Promise<void>((r) => this.listener.close(() => r()));
   }
 }

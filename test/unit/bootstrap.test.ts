@@ -86,7 +86,7 @@ test('start stdin (property): random and mutated inputs never throw, and only ma
       data = new Uint8Array(Math.floor(rand() * 64));
       for (let k = 0; k < data.length; k++) data[k] = Math.floor(rand() * 256);
     } else {
-      data = Uint8Array.from(seeds[i % seeds.length]!);
+      data = Uint8Array.from(seeds[i % seeds.length]);
       for (let k = 0; k < 1 + Math.floor(rand() * 4) && data.length; k++) data[Math.floor(rand() * data.length)] = Math.floor(rand() * 256);
       if (rand() < 0.3) data = data.subarray(0, Math.floor(rand() * data.length));
     }
@@ -140,9 +140,9 @@ test('-info: RuntimeInfo with name, version, echoed options and the runtime\'s f
     assert.equal(info.name, 'io.containerd.runc.v2');
     assert.ok(info.version?.version);
     assert.equal(info.options?.typeUrl, OPTIONS_URL);
-    assert.deepEqual(Buffer.from(info.options!.value), Buffer.from(Any.decode(opts).value));
+    assert.deepEqual(Buffer.from(info.options.value), Buffer.from(Any.decode(opts).value));
     assert.equal(info.features?.typeUrl, FEATURES_TYPE);
-    assert.equal(Buffer.from(info.features!.value).toString(), '{"ociVersionMin":"1.0.0","linux":{"namespaces":["user"]}}');
+    assert.equal(Buffer.from(info.features.value).toString(), '{"ociVersionMin":"1.0.0","linux":{"namespaces":["user"]}}');
     // No options: none echoed. A runtime without `features`: no features, still a success.
     fs.writeFileSync(path.join(dir, 'runc'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
     const bare = RuntimeInfo.decode(runtimeInfo(new Uint8Array(), { PATH: dir }));

@@ -40,10 +40,10 @@ test('levels: debug lines only with -debug; child fields on every line', () => {
   quiet.debug('hidden');
   quiet.info({ id: 'c1' }, 'shown');
   assert.equal(lines.length, 1);
-  assert.match(lines[0]!, / level=info msg=shown id=c1 namespace=n runtime=io.containerd.runc.v2\n$/);
+  assert.match(lines[0], / level=info msg=shown id=c1 namespace=n runtime=io.containerd.runc.v2\n$/);
   const loud = lineLogger((l) => lines.push(l), { debug: true });
   loud.debug('now shown');
-  assert.match(lines[1]!, / level=debug msg="now shown"\n$/);
+  assert.match(lines[1], / level=debug msg="now shown"\n$/);
 });
 
 test('crash policy: an uncaught exception is logged with its stack and exits 2, as a Go panic; an unhandled rejection is logged', () => {
@@ -53,8 +53,8 @@ test('crash policy: an uncaught exception is logged with its stack and exits 2, 
   installCrashPolicy(lineLogger((l) => lines.push(l), { debug: false }), (c) => exits.push(c), proc);
   (proc as unknown as EventEmitter).emit('unhandledRejection', new Error('late'));
   assert.deepEqual(exits, []);
-  assert.match(lines[0]!, /level=error msg="unhandled rejection" error="Error: late\\n {4}at /);
+  assert.match(lines[0], /level=error msg="unhandled rejection" error="Error: late\\n {4}at /);
   (proc as unknown as EventEmitter).emit('uncaughtException', new Error('boom'));
   assert.deepEqual(exits, [PANIC_STATUS]);
-  assert.match(lines[1]!, /level=fatal msg="uncaught exception: the shim exits, containerd will clean up its containers" error="Error: boom\\n {4}at /);
+  assert.match(lines[1], /level=fatal msg="uncaught exception: the shim exits, containerd will clean up its containers" error="Error: boom\\n {4}at /);
 });

@@ -8,7 +8,6 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 
 import {
@@ -160,7 +159,7 @@ async function run(args: string[], extra: Partial<SpawnOptions> = {}, fds?: (w: 
   const [r, w] = pipe();
   let pid: number;
   try {
-    pid = spawn({ file: args[0]!, args, env: ENV, fds: fds ? fds(w) : [-1, w, w], ...extra });
+    pid = spawn({ file: args[0], args, env: ENV, fds: fds ? fds(w) : [-1, w, w], ...extra });
   } catch (err) {
     fs.closeSync(r);
     throw err;
@@ -176,7 +175,7 @@ function fdFlags(fd: number): number {
   const info = fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
   const m = /^flags:\s+([0-7]+)$/m.exec(info);
   assert.ok(m, `no flags in fdinfo of ${fd}`);
-  return parseInt(m[1]!, 8);
+  return parseInt(m[1], 8);
 }
 
 function assertCloexec(fd: number): void {
@@ -329,7 +328,7 @@ describe('reaper and spawn', () => {
     const r2 = await run(['/bin/ls', '-l', '/proc/self/fd']);
     assert.equal(r2.status, 0);
     const fds = new Map<number, string>();
-    for (const m of r2.out.matchAll(/ (\d+) -> (.*)$/gm)) fds.set(Number(m[1]), m[2]!);
+    for (const m of r2.out.matchAll(/ (\d+) -> (.*)$/gm)) fds.set(Number(m[1]), m[2]);
     assert.deepEqual([...fds.keys()].slice(0, 3), [0, 1, 2], r2.out);
     assert.equal(fds.get(0), '/dev/null');
     assert.match(fds.get(1)!, /^pipe:/);
@@ -350,7 +349,7 @@ describe('reaper and spawn', () => {
     assert.equal(status, 0);
     const [l3, l4, l0] = out.trim().split('\n');
     assert.equal(l3, parentStdout);
-    assert.match(l4!, /^pipe:/);
+    assert.match(l4, /^pipe:/);
     assert.equal(l0, '/dev/null');
   });
 
@@ -531,7 +530,7 @@ describe('mount', () => {
       .filter(Boolean)
       .map((l) => {
         const [pre, post] = l.split(' - ');
-        return { point: pre!.split(' ')[4]!, fstype: post!.split(' ')[0]! };
+        return { point: pre.split(' ')[4], fstype: post.split(' ')[0] };
       });
 
   test('tmpfs mount shows up in mountinfo and umount2 removes it', () => {

@@ -102,7 +102,7 @@ test("vector: State request frame", () => {
   // And the reader parses it back.
   const items = new FrameReader().feed(STATE_VECTOR);
   assert.equal(items.length, 1);
-  const it = items[0]!;
+  const it = items[0];
   assert.equal(it.kind, "frame");
   if (it.kind !== "frame") return;
   assert.deepEqual([it.streamId, it.type, it.flags, it.payload.length], [1, 1, 0, 77]);
@@ -225,7 +225,7 @@ test("encodeErrorFrame truncates huge messages to stay under the limit", () => {
   assert.ok(frame.length - HEADER_SIZE <= MAX_MESSAGE);
   const res = Response.decode(frame.subarray(HEADER_SIZE));
   assert.equal(res.status?.code, Code.Unknown);
-  assert.ok(res.status!.message.length > 1000);
+  assert.ok(res.status.message.length > 1000);
 });
 
 // ---- FrameReader -------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ function sampleFrames(r: () => number, count: number): { stream: Buffer; expecte
   const bufs: Buffer[] = [];
   const expected: Plain[] = [];
   for (let i = 0; i < count; i++) {
-    const size = i < sizes.length ? sizes[i]! : Math.floor(r() * (r() < 0.05 ? 200000 : 300));
+    const size = i < sizes.length ? sizes[i] : Math.floor(r() * (r() < 0.05 ? 200000 : 300));
     const payload = Buffer.allocUnsafe(size);
     for (let j = 0; j < size; j++) payload[j] = Math.floor(r() * 256);
     const sid = Math.floor(r() * 0x100000000);
@@ -333,8 +333,8 @@ test("FrameReader: a payload of exactly MAX_MESSAGE is a frame", () => {
   const items: FrameItem[] = [];
   for (let off = 0; off < f.length; off += 65536) reader.push(f.subarray(off, off + 65536), (it) => items.push(it));
   assert.equal(items.length, 1);
-  assert.equal(items[0]!.kind, "frame");
-  if (items[0]!.kind === "frame") assert.equal(items[0]!.payload.length, MAX_MESSAGE);
+  assert.equal(items[0].kind, "frame");
+  if (items[0].kind === "frame") assert.equal(items[0].payload.length, MAX_MESSAGE);
 });
 
 test("FrameReader: reset drops a partial frame", () => {

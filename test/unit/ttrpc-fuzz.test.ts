@@ -25,7 +25,7 @@ import {
   notFound,
   type ConnectionTransport,
   type FrameItem,
-  type MethodDef,
+  type ServiceMethods,
   type ServerConnection,
 } from "../../src/ttrpc/index.js";
 import { Response } from "../../src/gen/ttrpc/request.js";
@@ -42,7 +42,7 @@ after(() => fs.rmSync(TMP, { recursive: true, force: true }));
 
 const r = rng(SEED);
 const int = (n: number): number => Math.floor(r() * n);
-const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
+const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)];
 const u32 = (): number => int(0x100000000);
 
 function randomBytes(n: number): Buffer {
@@ -59,7 +59,7 @@ const Empty = { encode: (_m: Empty) => ({ finish: () => new Uint8Array(0) }), de
 
 function makeServer(errors: unknown[]): TtrpcServer {
   const server = new TtrpcServer({ onError: (e) => errors.push(e) });
-  const methods: Record<string, MethodDef<any, any>> = {
+  const methods: ServiceMethods = {
     Echo: method(StateRequest, StateResponse, async (req, ctx) =>
       StateResponse.fromPartial({ id: req.id, execId: req.execId, pid: ctx.streamId, bundle: [...ctx.metadata.keys()].join(",") }),
     ),
@@ -133,7 +133,7 @@ function mutate(f: Buffer): Buffer {
     case 0: {
       // bit flips anywhere
       const n = 1 + int(8);
-      for (let i = 0; i < n && b.length > 0; i++) b[int(b.length)]! ^= 1 << int(8);
+      for (let i = 0; i < n && b.length > 0; i++) b[int(b.length)] ^= 1 << int(8);
       return b;
     }
     case 1: // truncation
@@ -159,7 +159,7 @@ function mutate(f: Buffer): Buffer {
     case 6: {
       // envelope bit flips with the length fixed up: always parsed as a frame
       const n = 1 + int(6);
-      for (let i = 0; i < n && b.length > HEADER_SIZE; i++) b[HEADER_SIZE + int(b.length - HEADER_SIZE)]! ^= 1 << int(8);
+      for (let i = 0; i < n && b.length > HEADER_SIZE; i++) b[HEADER_SIZE + int(b.length - HEADER_SIZE)] ^= 1 << int(8);
       return b;
     }
     case 7: {
@@ -199,7 +199,7 @@ function makeCase(): Buffer {
     else if (k < 0.3) parts.push(f, f); // re-used stream id
     else parts.push(mutate(f));
   }
-  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  return parts.length === 1 ? parts[0] : Buffer.concat(parts);
 }
 
 /** Stream ids that must be answered: one per Request-type frame and per oversize header. */

@@ -31,6 +31,7 @@ import {
   type CallContext,
   type ConnectionTransport,
   type MethodDef,
+  type ServiceMethods,
   type ServerOptions,
   type FrameItem,
 } from "../../src/ttrpc/index.js";
@@ -66,7 +67,7 @@ function waitAbort(signal: AbortSignal): Promise<unknown> {
 }
 
 async function startServer(
-  methods: Record<string, MethodDef<any, any>>,
+  methods: ServiceMethods,
   opts: ServerOptions = {},
 ): Promise<{ server: TtrpcServer; listener: net.Server; path: string; errors: unknown[] }> {
   const errors: unknown[] = [];
@@ -199,7 +200,7 @@ test("unary round trip: metadata lower-cased, context fields, stream ids 1,3,5",
     });
     assert.equal(res.id, `c${i}`);
     assert.equal(res.pid, 1 + 2 * i);
-    const info = JSON.parse(res.bundle);
+    const info: unknown = JSON.parse(res.bundle);
     assert.deepEqual(info, {
       service: SVC,
       method: "Echo",
@@ -215,7 +216,7 @@ test("unary round trip: metadata lower-cased, context fields, stream ids 1,3,5",
   const withTimeout = await invoke(client, SVC, "Echo", StateRequest, StateResponse, StateRequest.fromPartial({ id: "t" }), {
     timeoutMs: 1000,
   });
-  assert.equal(JSON.parse(withTimeout.bundle).hasDeadline, true);
+  assert.equal((JSON.parse(withTimeout.bundle) as { hasDeadline: boolean }).hasDeadline, true);
   client.close();
   await stop(s);
   assert.deepEqual(s.errors, []);
@@ -274,6 +275,7 @@ test("handler errors become statuses (errdefs classes, system errors, nil, sync 
       return {};
     }),
     Nil: method(StateRequest, Empty, async () => null as unknown as Empty),
+    // eslint-disable-next-line @typescript-eslint/only-throw-error -- the case under test: a handler throwing a non-Error
     SyncThrow: { decode: (b: Uint8Array) => b, encode: () => new Uint8Array(0), handler: () => { throw "plain string"; } },
     BadEncode: { decode: (b: Uint8Array) => b, encode: () => { throw new Error("nope"); }, handler: async () => ({}) },
     Ok: method(StateRequest, Empty, async () => ({})),
@@ -336,7 +338,7 @@ test("unknown service / method → Unimplemented with the reference texts", asyn
 test("stream ids: even and non-increasing ids are rejected on that id; the connection keeps working", async () => {
   const s = await startServer({ Echo: echo });
   const c = await RawConn.open(s.path);
-  const steps: Array<[number, number, string]> = [
+  const steps: Array<[number, Code, string]> = [
     [2, Code.InvalidArgument, "StreamID must be odd for client initiated streams"],
     [0, Code.InvalidArgument, "StreamID must be odd for client initiated streams"],
     [5, Code.OK, ""],
@@ -621,7 +623,7 @@ test("authorize hook: refusal closes the connection; accepted peers' credentials
   allow = true;
   const client = await TtrpcClient.connect(s.path);
   const res = await invoke(client, SVC, "Echo", StateRequest, StateResponse, StateRequest.fromPartial({ id: "ok" }));
-  assert.deepEqual(JSON.parse(res.bundle).credentials, { uid: 42 });
+  assert.deepEqual((JSON.parse(res.bundle) as { credentials: unknown }).credentials, { uid: 42 });
   client.close();
   await stop(s);
 });
@@ -851,7 +853,7 @@ test("status helpers: errdefs constructors, toStatus mapping, fromStatus", () =>
   assert.equal(fromStatus(undefined), undefined);
   assert.equal(fromStatus({ code: 0, message: "" }), undefined);
   const e = fromStatus({ code: 5, message: "m" });
-  assert.ok(e instanceof TtrpcError && e.code === 5 && e.message === "m");
+  assert.ok(e instanceof TtrpcError && e.code === Code.NotFound && e.message === "m");
 });
 
 test("whenQuiet(): not before the first call, not while a handler runs, then after the quiet period", async () => {

@@ -37,6 +37,16 @@ test('warmDelete runs the delete action on a scratch bundle and removes it', () 
   assert.equal(fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('shim-warmup-')).length, before);
 });
 
-test('warmUp never throws', async () => {
-  await warmUp();
+test('warmUp never throws, even when a step fails (a standby that cannot warm is only colder)', async () => {
+  // A socket dir below a regular file: the ttrpc step fails there (ENOTDIR).
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'warm-')), 'file');
+  fs.writeFileSync(file, '');
+  try {
+    const unusable = path.join(file, 'sockets');
+    await assert.rejects(warmTtrpc(unusable), 'the ttrpc step does fail there');
+    await warmUp(unusable);
+    await warmUp();
+  } finally {
+    fs.rmSync(path.dirname(file), { recursive: true, force: true });
+  }
 });
