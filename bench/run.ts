@@ -1,13 +1,13 @@
 // `npm run bench`: runs each workload with the reference Go shim and ours (and, on request,
 // experimental variants of ours) against one private containerd, interleaved so machine drift
-// cancels, and writes bench/results/latest.md and latest.json.
+// cancels, and writes bench/out/latest.md and latest.json (bench/out/ is not tracked).
 //
 // Environment:
 //   BENCH_QUICK=1          smoke sizes (about 1/10 of the iterations, 64 MiB throughput)
 //   BENCH_SHIMS=a,b,...    shims to compare (default reference,ours; variants: bench/experiments/variants.ts)
 //   BENCH_WORKLOADS=a,b    subset of: startup,lifecycle,detached,exec,throughput,memory,churn
 //   BENCH_SIZES='{"lifecycleIters":10}'  overrides of individual sizes (see lib/ctx.ts)
-//   BENCH_OUT=name         results file name (default latest) in BENCH_OUT_DIR (default bench/results)
+//   BENCH_OUT=name         results file name (default latest) in BENCH_OUT_DIR (default bench/out)
 //   SHIM_DAEMON=1.7|2.1|2.3  another containerd (scripts/daemons.sh; default 1.6), with its own Go
 //                          shim as the reference (test/support/daemons.ts)
 // Exit status 1 if any workload failed or leaked (results are written anyway).
@@ -47,7 +47,7 @@ export async function main(): Promise<number> {
   const shims = selectShims();
   const names = (process.env.BENCH_WORKLOADS || Object.keys(WORKLOADS).join(',')).split(',').map((s) => s.trim()).filter(Boolean);
   for (const n of names) if (!WORKLOADS[n]) throw new Error(`BENCH_WORKLOADS: unknown workload ${n}; known: ${Object.keys(WORKLOADS).join(', ')}`);
-  const outDir = process.env.BENCH_OUT_DIR || join(REPO_ROOT, 'bench', 'results');
+  const outDir = process.env.BENCH_OUT_DIR || join(REPO_ROOT, 'bench', 'out');
   const outName = process.env.BENCH_OUT || 'latest';
 
   log(`shims: ${shims.map((s) => s.name).join(', ')}; workloads: ${names.join(', ')}; ${quick ? 'quick' : 'full'} sizes`);

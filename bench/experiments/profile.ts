@@ -279,7 +279,7 @@ async function main(): Promise<void> {
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
-  const dir = process.env.BENCH_OUT_DIR || join(REPO_ROOT, 'bench', 'results');
+  const dir = process.env.BENCH_OUT_DIR || join(REPO_ROOT, 'bench', 'out');
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'profile.json'), JSON.stringify(result, null, 2) + '\n');
   writeFileSync(join(dir, 'profile.md'), render(result));

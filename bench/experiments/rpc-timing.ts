@@ -114,7 +114,7 @@ async function main(): Promise<void> {
   const f = (x: number) => x.toFixed(2);
   console.log('| step | reference ms | ours ms | ours − ref | ours/ref |\n|---|---|---|---|---|');
   for (const r of rows) console.log(`| ${r.step} | ${f(r.reference.median)} | ${f(r.ours.median)} | ${f(r.ours.median - r.reference.median)} | ${r.ratio.toFixed(2)}× |`);
-  fs.writeFileSync(path.join(REPO_ROOT, 'bench', 'results', 'rpc-timing.json'), JSON.stringify({ iterations: ITERS, execs: EXECS, rows, samples }, null, 1));
+  fs.writeFileSync(path.join(REPO_ROOT, 'bench', 'out', 'rpc-timing.json'), JSON.stringify({ iterations: ITERS, execs: EXECS, rows, samples }, null, 1));
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });
