@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+echo "test: lint (ESLint type-checked, knip dead code, dpdm cycles, native -Werror)"
+npm run lint
 echo "test: containerd's shim conformance suite (scripts/shimtest.sh)"
 bash scripts/shimtest.sh
 # Focused runs on other daemons (the cross-daemon lane, daemons.test.ts, runs inside npm test):
@@ -13,7 +15,7 @@ bash scripts/shimtest.sh
 for d in 1.7 2.3; do
   if [ -x "${SHIM_DAEMONS_PREFIX:-/opt/shim-test}/containerd-$d/bin/containerd" ]; then
     echo "test: tty and pipe output at exit through containerd $d (io-drain, focused)"
-    SHIM_DAEMON=$d IO_DRAIN_RUNS=5 node --test --test-concurrency=1 --test-name-pattern="tty|pipes" dist/test/e2e/io-drain.test.js
+    SHIM_DAEMON=$d IO_DRAIN_RUNS=5 node --test --test-reporter=spec --test-concurrency=1 --test-name-pattern="tty|pipes" dist/test/e2e/io-drain.test.js
   else
     echo "test: SKIPPED the io-drain run on containerd $d: not installed (scripts/daemons.sh)"
   fi
