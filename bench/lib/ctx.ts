@@ -83,7 +83,7 @@ export function order<T>(items: T[], i: number): T[] {
   return [...items.slice(k), ...items.slice(0, k)];
 }
 
-export function ctrEnv(c: Containerd): NodeJS.ProcessEnv {
+function ctrEnv(c: Containerd): NodeJS.ProcessEnv {
   return { ...process.env, PATH: fullPath(), CONTAINERD_SNAPSHOTTER: c.snapshotter };
 }
 

@@ -55,7 +55,7 @@ export interface Results {
   notes: string[];
 }
 
-export interface RenderedMetric extends Omit<Metric, 'samples'> {
+interface RenderedMetric extends Omit<Metric, 'samples'> {
   results: Record<string, Summary & { samples: number[] }>;
   /** shim → median(shim) / median(reference). */
   ratioToReference: Record<string, number>;

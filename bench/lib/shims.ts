@@ -13,7 +13,7 @@ export interface Shim {
 }
 
 /** The JS entry bin/containerd-shim-runc-v2 runs: always the bundle (one build, one path). */
-export function ourProgram(): string {
+function ourProgram(): string {
   return join(REPO_ROOT, 'dist', 'shim', 'main.js');
 }
 

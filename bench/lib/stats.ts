@@ -11,7 +11,7 @@ export interface Summary {
 }
 
 /** Linear-interpolation quantile (q in [0, 1]) of an ascending array. */
-export function quantile(sorted: number[], q: number): number {
+function quantile(sorted: number[], q: number): number {
   if (sorted.length === 0) return NaN;
   const pos = (sorted.length - 1) * q;
   const lo = Math.floor(pos);
