@@ -1,5 +1,5 @@
 // Publishes task events to containerd over its ttrpc socket (TTRPC_ADDRESS), one at a time and in
-// order (shared/spec/events.md §3-4). Unlike the reference, an event that cannot be delivered
+// order (containerd v1.7.0 runtime/v2/shim/publisher.go, v2.3.4 pkg/shim/publisher.go). Unlike the reference, an event that cannot be delivered
 // because containerd is unreachable is not dropped after a few retries: it stays at the head of
 // a bounded queue and is retried with backoff, so ordering holds and a containerd restart loses
 // nothing. Events containerd itself rejects are logged and dropped.

@@ -1,4 +1,4 @@
-// Timestamps as containerd expects them (shared/spec/task-api.md §2).
+// Timestamps as containerd expects them (protobuf Timestamps; Go's zero time for "not exited", as containerd v2.3.4 pkg/protobuf/timestamp.go converts it).
 import type { Timestamp } from '../gen/google/protobuf/timestamp.js';
 
 /** Go's zero time: what the reference reports for "not exited". */

@@ -1,4 +1,4 @@
-// Logging-binary stdio (binary:///path?key=value, shared/spec/runc-and-io.md §4.5): a logger
+// Logging-binary stdio (binary:///path?key=value, containerd v1.7.0 pkg/process/io.go binaryIO): a logger
 // process gets the container's stdout/stderr pipes as fds 3 and 4 and a "ready" pipe as fd 5
 // (CONTAINER_WAIT); runc starts only once the logger closed (or wrote to) fd 5. binary-v2:///…
 // (containerd 2.3) is the same, except that the logger must write at least one byte to fd 5:

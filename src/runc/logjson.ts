@@ -1,5 +1,5 @@
 // runc writes JSON lines {"level","msg","time"} to <bundle>/log.json; after a failed call the
-// shim reports the last error-level message (shared/spec/runc-and-io.md §1.4).
+// shim reports the last error-level message (containerd v1.7.0 pkg/process/utils.go getLastRuntimeError).
 import { readFile } from 'node:fs/promises';
 
 /** The last error message in a runc log, or undefined. Throws if the file can't be read. */

@@ -1,4 +1,4 @@
-// The runc driver: builds runc command lines (shared/spec/runc-and-io.md §1-2) and runs them as
+// The runc driver: builds runc command lines (as go-runc v1.1.0 runc.go builds them) and runs them as
 // children of the daemon through the reaper, so their exits are collected by the one reaper.
 import net from 'node:net';
 import fs from 'node:fs';

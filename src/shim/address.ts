@@ -26,7 +26,7 @@ export function socketPath(address: string): string {
   return address.startsWith(UNIX_PREFIX) ? address.slice(UNIX_PREFIX.length) : address;
 }
 
-/** Annotations that make several containers share one shim (shim-cli.md §7 step 2). */
+/** Annotations that make several containers share one shim (containerd v2.3.4 cmd/containerd-shim-runc-v2/manager/manager_linux.go groupLabels). */
 const GROUP_ANNOTATIONS = ['io.containerd.runc.v2.group', 'io.kubernetes.cri.sandbox-id'];
 
 export function groupId(id: string, spec: { annotations?: Record<string, string> } | undefined): string {

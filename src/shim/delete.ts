@@ -1,4 +1,4 @@
-// The `delete` action (shared/spec/shim-cli.md §9): cleanup after Shutdown or after the daemon
+// The `delete` action (containerd v2.3.4 cmd/containerd-shim-runc-v2/manager/manager_linux.go Stop): cleanup after Shutdown or after the daemon
 // died: runc delete --force, unmount the rootfs, print a DeleteResponse (137, now).
 import fs from 'node:fs';
 import path from 'node:path';

@@ -1,4 +1,4 @@
-// Command-line parsing with Go `flag` package semantics (shared/spec/shim-cli.md §3):
+// Command-line parsing with Go `flag` package semantics (containerd v2.3.4 pkg/shim/shim.go parses with Go's flag package):
 // `-name value`, `-name=value`, `--name value`, bare booleans, parsing stops at the first
 // non-flag argument, which is the action.
 

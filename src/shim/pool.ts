@@ -52,7 +52,7 @@ export function standbyPath(grpcAddress: string, ttrpcAddress: string, entry = p
 
 /**
  * The daemon's environment: `start`'s plus GOMAXPROCS=4, as the reference shim sets it for its
- * daemon (spec shim-cli.md §daemon); it reaches every runc the daemon runs, so Go's runtime in
+ * daemon (containerd v2.3.4 manager_linux.go newCommand); it reaches every runc the daemon runs, so Go's runtime in
  * runc is sized the same under both shims. And, unless containerd set its own, one malloc arena
  * (MALLOC_ARENA_MAX=1: 0.5 MiB less per daemon, whose dozen threads barely allocate); glibc
  * reads it at exec, and the daemon drops it again (scrubMallocEnv) so its children never see it.

@@ -352,7 +352,7 @@ function ioStartError(io: ProcessIO, e: unknown): Error {
   return new Error(`failed to start io pipe copy: ${(e as Error).message}`);
 }
 
-/** runc kill failures as the reference classifies them (task-api.md §5 Kill). */
+/** runc kill failures as the reference classifies them (containerd v1.7.0 pkg/process/utils.go checkKillError). */
 export function killError(e: unknown): TtrpcError {
   const text = e instanceof RuncError ? `${e.message} ${e.output}` : String((e as Error)?.message ?? e);
   const lower = text.toLowerCase();

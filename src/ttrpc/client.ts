@@ -1,5 +1,5 @@
 /**
- * ttrpc client (shared/spec/ttrpc-wire.md §3 client rules, §7 event publishing).
+ * ttrpc client (containerd/ttrpc v1.2.x client.go; containerd's shim event publisher uses it).
  *
  * One connection multiplexes any number of concurrent unary calls, with odd increasing stream
  * ids starting at 1. When the connection goes away every pending call fails with `ttrpc: closed`.

@@ -1,5 +1,5 @@
 /**
- * ttrpc framing (shared/spec/ttrpc-wire.md §2) and hand-rolled encoders for the two envelope
+ * ttrpc framing (containerd/ttrpc v1.2.x channel.go) and hand-rolled encoders for the two envelope
  * messages (§3) that write the header and the protobuf envelope into one allocation.
  *
  * Frame: 10-byte header {uint32 BE length, uint32 BE stream id, uint8 type, uint8 flags}

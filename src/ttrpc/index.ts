@@ -1,4 +1,4 @@
-/** Our ttrpc implementation (shared/spec/ttrpc-wire.md): framing, status mapping, server, client. */
+/** Our ttrpc implementation (the wire format of github.com/containerd/ttrpc v1.2.x): framing, status mapping, server, client. */
 export {
   HEADER_SIZE,
   MAX_MESSAGE,

@@ -1,5 +1,5 @@
 /**
- * ttrpc server (shared/spec/ttrpc-wire.md §2–§3): unary Request → Response over unix sockets.
+ * ttrpc server (containerd/ttrpc v1.2.x server.go): unary Request → Response over unix sockets.
  *
  * Structure:
  *  - TtrpcServer holds the service table, accepts connections and tracks in-flight handlers.

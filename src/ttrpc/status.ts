@@ -1,6 +1,6 @@
 /**
  * gRPC status codes, the TtrpcError class, containerd errdefs-style constructors and the mapping
- * of arbitrary thrown values to a wire status (shared/spec/ttrpc-wire.md §6).
+ * of arbitrary thrown values to a wire status (gRPC status codes, as containerd/ttrpc v1.2.x and containerd's errdefs map them).
  */
 
 /** gRPC status codes (google.rpc.Code). */

@@ -1,4 +1,4 @@
-// No output lost at the end of a process (shared/spec/runc-and-io.md §4.3, §4.7): a process
+// No output lost at the end of a process (containerd v2.3.4 pkg/process/io.go): a process
 // that writes a burst of several MiB and exits at once must reach the client in full, through a
 // terminal (the console copy must read the pty master until it reports EIO, and Delete must wait
 // for that copy: containerd's TestContainerExecLargeOutputWithTTY) and through pipes, file:// and

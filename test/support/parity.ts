@@ -751,7 +751,7 @@ export function execSpec(args: string[], o: { terminal?: boolean } = {}) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A logging binary (runc-and-io.md §4.5) for binary:// stdio
+// A logging binary (containerd v1.7.0 pkg/process/io.go binaryIO) for binary:// stdio
 
 const LOGGER = (dir: string) => `#!/bin/sh
 # Records what it was given (argv, environment, fds 0-5) in <dir>/<CONTAINER_ID>/, signals

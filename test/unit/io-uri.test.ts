@@ -1,4 +1,4 @@
-// Stdio URIs as containerd clients send them (shared/spec/runc-and-io.md §4.1, §4.5).
+// Stdio URIs as containerd clients send them (containerd v1.7.0 pkg/process/io.go).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createProcessIO, parseStdioUri } from '../../src/io/processio.js';
