@@ -245,6 +245,9 @@ export class TaskService {
         this.log.info({ id: c.id }, 'container deleted');
       } else {
         await c.deleteExec(p);
+        // An exec deleted before it ever ran has no exit to wait for: release its waiters
+        // (status 0, zero time) rather than leave their calls open for the shim's lifetime.
+        if (!p.hasExited) p.releaseWaiters();
         p.moveTo('deleted');
         this.exits.untrack(p);
         c.execs.delete(p.execId);
