@@ -20,5 +20,9 @@ for d in 1.7 2.3; do
     echo "test: SKIPPED the io-drain run on containerd $d: not installed (scripts/daemons.sh)"
   fi
 done
+# The cgroup v2 lane: a pure cgroup v2 qemu guest on this host's own root (these machines are
+# cgroup v1 hybrid), running every cgroup-dependent check with both shims.
+echo "test: cgroup v2 lane (scripts/v2-lane.sh npm run test:v2)"
+bash scripts/v2-lane.sh npm run test:v2
 echo "test: npm test"
 npm test

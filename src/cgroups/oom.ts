@@ -14,10 +14,10 @@
  *   on any notification memory.events is re-read; if oom_kill grew past the
  *   last value seen (initially 0) 'oom' is emitted; the watch ends when
  *   memory.events cannot be read (cgroup gone) or cgroup.events says
- *   `populated 0`. NOTE: the v2 path is only tested against regular files
- *   (fixtures) and fs.watch's delivery of kernfs notifications was checked on
- *   cgroup.events of a controller-less cgroup2 hierarchy; it has not run
- *   end-to-end against a real cgroup2 memory controller.
+ *   `populated 0` (memory.events is read once more then: see onV2Event).
+ *   flush() does the same read on demand, for the exit path. Tested on
+ *   fixtures (test/unit) and end to end on a pure cgroup v2 host next to the
+ *   Go shim (test/e2e/cgroups-v2.test.ts in scripts/v2-lane.sh's guest).
  */
 
 import { EventEmitter } from 'node:events';
@@ -64,7 +64,7 @@ function ensureTokenReader(): void {
  * Watches a readable fd (an eventfd) with the native fd watcher and calls
  * `onReady` on the main thread for each readiness. Returns the token.
  */
-export function watchReadable(fd: number, onReady: () => void): number {
+function watchReadable(fd: number, onReady: () => void): number {
   ensureTokenReader();
   let token = nextToken;
   while (tokenHandlers.has(token) || token === 0) token = (token + 1) >>> 0;
@@ -80,7 +80,7 @@ export function watchReadable(fd: number, onReady: () => void): number {
 }
 
 /** Stops a {@link watchReadable} watch; the caller may close `fd` afterwards. */
-export function unwatchReadable(fd: number, token: number): void {
+function unwatchReadable(fd: number, token: number): void {
   tokenHandlers.delete(token);
   try {
     unwatchFd(fd);
@@ -112,6 +112,8 @@ export interface OomWatcherOptions {
   onError?: (id: string, err: unknown) => void;
   /** Called when a watch ends by itself (cgroup removed / emptied). */
   onStop?: (id: string, reason: string) => void;
+  /** Reads a cgroup file (v2 watches); for tests. Default: readFileSync as UTF-8. */
+  readFile?: (path: string) => string;
 }
 
 export interface OomWatcherEvents {
@@ -122,8 +124,11 @@ export class OomWatcher extends EventEmitter<OomWatcherEvents> {
   private readonly watches = new Map<string, Watch>();
   private closed = false;
 
+  private readonly read: (path: string) => string;
+
   constructor(private readonly options: OomWatcherOptions = {}) {
     super();
+    this.read = options.readFile ?? ((p) => readFileSync(p, 'utf8'));
   }
 
   /** Number of active watches. */
@@ -153,6 +158,19 @@ export class OomWatcher extends EventEmitter<OomWatcherEvents> {
     if (w === undefined) return;
     this.watches.delete(id);
     this.release(w);
+  }
+
+  /**
+   * Reads `id`'s memory.events now (v2) and emits 'oom' at once if oom_kill grew since the last
+   * read. For the exit path: the kernel counts the kill before the victim dies, but its inotify
+   * notification can still be queued when the exit is reaped, so a shim that publishes the exit
+   * first sends /tasks/oom after /tasks/exit (the Go shim does, now and then: its OOM watcher and
+   * its exit path are separate goroutines, containerd v1.6.20 pkg/oom/v2/v2.go). Calling this
+   * before publishing an exit orders them. No-op for v1 watches and ids not watched.
+   */
+  flush(id: string): void {
+    const w = this.watches.get(id);
+    if (w?.kind === 2) this.onV2Event(id, w);
   }
 
   /** Stops every watch; the watcher cannot be reused. */
@@ -219,10 +237,27 @@ export class OomWatcher extends EventEmitter<OomWatcherEvents> {
   }
 
   private onV2Event(id: string, w: V2Watch): void {
-    if (this.watches.get(id) !== w) return;
+    if (!this.readV2(id, w)) return;
+    if (this.watches.get(id) === w && cgroupEmpty(w.dir, this.read)) {
+      // The kernel counts an OOM kill before its victim leaves the cgroup (mm/oom_kill.c
+      // __oom_kill_process: "Raise event before sending signal"), so once the cgroup is empty
+      // every kill is in memory.events. Read it again: a kill and exit that fell between the
+      // read above and this check would otherwise end the watch unreported. (containerd/cgroups
+      // v1.1.0 v2/manager.go waitForEvents has that window: its isCgroupEmpty follows the read.)
+      if (!this.readV2(id, w)) return;
+      if (this.watches.get(id) !== w) return;
+      this.watches.delete(id);
+      this.release(w);
+      this.options.onStop?.(id, 'cgroup empty');
+    }
+  }
+
+  /** Reads memory.events, emits 'oom' when oom_kill grew; false when the watch ended (unreadable). */
+  private readV2(id: string, w: V2Watch): boolean {
+    if (this.watches.get(id) !== w) return false;
     let text: string;
     try {
-      text = readFileSync(join(w.dir, 'memory.events'), 'utf8');
+      text = this.read(join(w.dir, 'memory.events'));
     } catch (err) {
       this.watches.delete(id);
       this.release(w);
@@ -233,18 +268,16 @@ export class OomWatcher extends EventEmitter<OomWatcherEvents> {
       } else {
         this.options.onError?.(id, err);
       }
-      return;
+      return false;
     }
     const oomKill = parseKeyValues(text).get('oom_kill') ?? 0n;
     if (oomKill > 0n) {
-      if (oomKill > w.lastOomKill) this.emit('oom', id);
-      w.lastOomKill = oomKill;
+      if (oomKill > w.lastOomKill) {
+        w.lastOomKill = oomKill;
+        this.emit('oom', id);
+      }
     }
-    if (this.watches.get(id) === w && cgroupEmpty(w.dir)) {
-      this.watches.delete(id);
-      this.release(w);
-      this.options.onStop?.(id, 'cgroup empty');
-    }
+    return true;
   }
 
   // ------------------------------------------------------------------------
@@ -265,9 +298,9 @@ export class OomWatcher extends EventEmitter<OomWatcherEvents> {
 }
 
 /** cgroup.events says `populated 0`, or cannot be read (treated as empty, as the reference does). */
-function cgroupEmpty(dir: string): boolean {
+function cgroupEmpty(dir: string, read: (path: string) => string): boolean {
   try {
-    const populated = parseKeyValues(readFileSync(join(dir, 'cgroup.events'), 'utf8')).get('populated');
+    const populated = parseKeyValues(read(join(dir, 'cgroup.events'))).get('populated');
     return populated === undefined || populated === 0n;
   } catch {
     return true;

@@ -9,12 +9,12 @@
  *   - memory.events → MemoryEvents (omitted if the file is absent/empty);
  *   - io.stat (`MAJ:MIN rbytes=… wbytes=… rios=… wios=… dbytes=… dios=…`);
  *   - rdma.current / rdma.max; hugetlb.<size>.current / .max for every host
- *     hugepage size.
+ *     hugepage size whose files exist in the cgroup.
  * pids, cpu, memory, io and rdma are always present (possibly all zero).
  *
- * Not exercised against a real cgroup2 memory controller on the development
- * machine (hybrid host): tested against hand-written fixtures following the
- * kernel's cgroup-v2 documentation.
+ * Tested against hand-written fixtures following the kernel's cgroup-v2
+ * documentation, and on a pure v2 host side by side with the Go shim
+ * (test/e2e/cgroups-v2.test.ts, run in scripts/v2-lane.sh's guest).
  */
 
 import { join } from 'node:path';
@@ -120,20 +120,20 @@ export function buildV2Metrics(dir: string, get: FileGetter, opts: V2ReadOptions
     current: parseRdma(f('rdma.current') ?? ''),
     limit: parseRdma(f('rdma.max') ?? ''),
   });
+  // Only the sizes whose files exist, as containerd/cgroups v1.1.0 v2/utils.go readHugeTlbStats
+  // (it lists the cgroup's hugetlb.<size>.{current,max} files): a cgroup without the hugetlb
+  // controller (not enabled in its parent) has none, and no entry.
   for (const size of opts.hugePageSizes ?? hostHugePageSizes()) {
-    m.hugetlb.push(
-      HugeTlbStat.fromPartial({
-        pagesize: size,
-        current: singleValue(f(`hugetlb.${size}.current`)),
-        max: singleValue(f(`hugetlb.${size}.max`)),
-      }),
-    );
+    const current = f(`hugetlb.${size}.current`);
+    const max = f(`hugetlb.${size}.max`);
+    if (current === undefined && max === undefined) continue;
+    m.hugetlb.push(HugeTlbStat.fromPartial({ pagesize: size, current: singleValue(current), max: singleValue(max) }));
   }
   return m;
 }
 
 /** memory.events lines → MemoryEvents (`oom_group_kill` etc. ignored). */
-export function memoryEventsFrom(kv: ReadonlyMap<string, bigint>): MemoryEvents {
+function memoryEventsFrom(kv: ReadonlyMap<string, bigint>): MemoryEvents {
   return MemoryEvents.fromPartial({
     low: kv.get('low') ?? 0n,
     high: kv.get('high') ?? 0n,
@@ -150,9 +150,9 @@ export function parseIoStat(text: string | undefined): IOEntry[] {
   for (const line of text.split('\n')) {
     const parts = line.trim().split(/\s+/);
     if (parts.length < 2) continue;
-    const mm = /^([0-9]+):([0-9]+)$/.exec(parts[0]!);
+    const mm = /^([0-9]+):([0-9]+)$/.exec(parts[0]);
     if (!mm) continue;
-    const e = IOEntry.fromPartial({ major: BigInt(mm[1]!), minor: BigInt(mm[2]!) });
+    const e = IOEntry.fromPartial({ major: BigInt(mm[1]), minor: BigInt(mm[2]) });
     for (const kv of parts.slice(1)) {
       const eq = kv.indexOf('=');
       if (eq < 0) continue;

@@ -449,6 +449,9 @@ export class TaskService {
       if (p.state === 'paused') await c.runc.resume(c.id).catch(() => undefined);
     }
     p.setExited(e.status, { seconds: e.exitedAt.seconds, nanos: e.exitedAt.nanos });
+    // An OOM kill the watch has not reported yet goes out first: /tasks/oom before /tasks/exit
+    // (containerd v2.3.4 task/service.go reads memory.events once more before an init's exit).
+    this.oom.flush(c.id);
     this.events.exit({ ...facts, exitStatus: p.exitStatus, exitedAt: p.exitedAt });
     this.log.info({ id: p.id, execId: p.execId || undefined, pid: p.pid, status: e.status }, 'process exited');
   }
