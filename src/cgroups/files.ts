@@ -28,7 +28,7 @@ export const MAX_UINT32 = 0xffff_ffff;
  * is absent, ENODEV because the cgroup was removed meanwhile, EOPNOTSUPP,
  * EACCES, …) yields `undefined`.
  */
-export function readOptSync(path: string): string | undefined {
+function readOptSync(path: string): string | undefined {
   try {
     return readFileSync(path, 'utf8');
   } catch {
@@ -37,7 +37,7 @@ export function readOptSync(path: string): string | undefined {
 }
 
 /** Async variant of {@link readOptSync}. */
-export async function readOpt(path: string): Promise<string | undefined> {
+async function readOpt(path: string): Promise<string | undefined> {
   try {
     return await readFile(path, 'utf8');
   } catch {
@@ -118,8 +118,8 @@ export function parseKeyValues(text: string | undefined): Map<string, bigint> {
   for (const line of text.split('\n')) {
     const f = line.trim().split(/\s+/);
     if (f.length !== 2) continue;
-    const v = parseUint(f[1]!);
-    if (v !== undefined) out.set(f[0]!, v);
+    const v = parseUint(f[1]);
+    if (v !== undefined) out.set(f[0], v);
   }
   return out;
 }

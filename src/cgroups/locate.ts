@@ -20,7 +20,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import { DEFAULT_CGROUP_ROOT, isUnified } from './mode.js';
 
-export const DEFAULT_PROC_ROOT = '/proc';
+const DEFAULT_PROC_ROOT = '/proc';
 
 /** One line of /proc/<pid>/cgroup. */
 export interface ProcCgroupEntry {
@@ -60,7 +60,7 @@ export function unifiedPath(entries: readonly ProcCgroupEntry[]): string | undef
 }
 
 /** Joins a cgroup path (absolute inside its hierarchy) below a mount directory. */
-export function cgroupDir(mountDir: string, cgroupPath: string): string {
+function cgroupDir(mountDir: string, cgroupPath: string): string {
   // posix.normalize collapses '//' and '/./'; joining keeps it under mountDir
   // for paths as the kernel prints them.
   const p = posix.normalize('/' + cgroupPath);
@@ -68,7 +68,7 @@ export function cgroupDir(mountDir: string, cgroupPath: string): string {
 }
 
 /** The key used for a v1 controller: `name=systemd` → `systemd`, others unchanged. */
-export function controllerKey(controller: string): string {
+function controllerKey(controller: string): string {
   return controller.startsWith('name=') ? controller.slice('name='.length) : controller;
 }
 

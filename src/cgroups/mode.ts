@@ -46,8 +46,3 @@ function detect(root: string): CgroupMode {
 export function isUnified(root: string = DEFAULT_CGROUP_ROOT): boolean {
   return cgroupMode(root) === 'unified';
 }
-
-/** The Stats payload version for `root`: 2 in unified mode, 1 otherwise. */
-export function statsVersion(root: string = DEFAULT_CGROUP_ROOT): 1 | 2 {
-  return isUnified(root) ? 2 : 1;
-}

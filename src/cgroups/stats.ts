@@ -137,7 +137,7 @@ export class CgroupHandle {
 }
 
 /** Wraps metrics in an `Any` with the containerd type URL. */
-export function encodeMetrics(m: VersionedMetrics): AnyMessage {
+function encodeMetrics(m: VersionedMetrics): AnyMessage {
   if (m.version === 2) return { typeUrl: V2_METRICS_TYPE_URL, value: V2Metrics.encode(m.metrics).finish() };
   return { typeUrl: V1_METRICS_TYPE_URL, value: V1Metrics.encode(m.metrics).finish() };
 }

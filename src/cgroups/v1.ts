@@ -48,7 +48,7 @@ import {
 } from './files.js';
 
 /** USER_HZ: the unit of cpuacct.stat. 100 on every Linux architecture containerd supports. */
-export const CLK_TCK = 100n;
+const CLK_TCK = 100n;
 const NS_PER_SEC = 1_000_000_000n;
 
 /** Controller → absolute directory (locate.ts `v1Dirs`), as a Map or a plain object. */
@@ -61,9 +61,13 @@ export interface V1ReadOptions {
   hugePageSizes?: readonly string[];
 }
 
+function isMap(dirs: V1Dirs): dirs is ReadonlyMap<string, string> {
+  return dirs instanceof Map;
+}
+
 function dirOf(dirs: V1Dirs, controller: string): string | undefined {
-  if (dirs instanceof Map) return dirs.get(controller);
-  return (dirs as Readonly<Record<string, string | undefined>>)[controller];
+  if (isMap(dirs)) return dirs.get(controller);
+  return (dirs)[controller];
 }
 
 /** Reads v1 metrics with parallel asynchronous file reads. */
@@ -77,7 +81,7 @@ export function readV1MetricsSync(dirs: V1Dirs, opts: V1ReadOptions = {}): Metri
 }
 
 /** Builds the metrics from file contents supplied by `get` (pure; see files.ts). */
-export function buildV1Metrics(dirs: V1Dirs, get: FileGetter, opts: V1ReadOptions = {}): Metrics {
+function buildV1Metrics(dirs: V1Dirs, get: FileGetter, opts: V1ReadOptions = {}): Metrics {
   const m = Metrics.fromPartial({});
   m.cpu = CPUStat.fromPartial({ usage: {}, throttling: {} });
 
@@ -197,13 +201,13 @@ const MEMORY_STAT_KEYS: ReadonlyArray<readonly [string, keyof MemoryStat]> = (()
   all.push(['hierarchical_memory_limit', 'hierarchicalMemoryLimit']);
   all.push(['hierarchical_memsw_limit', 'hierarchicalSwapLimit']);
   for (const [k, f] of base) {
-    all.push([`total_${k}`, `total${f[0]!.toUpperCase()}${f.slice(1)}` as keyof MemoryStat]);
+    all.push([`total_${k}`, `total${f[0].toUpperCase()}${f.slice(1)}` as keyof MemoryStat]);
   }
   return all;
 })();
 
 /** Parses memory.stat into a MemoryStat (MemoryEntry sub-messages unset). */
-export function memoryStatFromText(text: string): MemoryStat {
+function memoryStatFromText(text: string): MemoryStat {
   const kv = parseKeyValues(text);
   const mem = MemoryStat.fromPartial({});
   const target = mem as unknown as Record<string, bigint>;
@@ -226,7 +230,7 @@ function memoryEntry(get: FileGetter, dir: string, module: string): MemoryEntry 
 }
 
 /** memory.oom_control: `oom_kill_disable N`, `under_oom N`, `oom_kill N`. */
-export function oomControlFromText(text: string): MemoryOomControl {
+function oomControlFromText(text: string): MemoryOomControl {
   const kv = parseKeyValues(text);
   return MemoryOomControl.fromPartial({
     oomKillDisable: kv.get('oom_kill_disable') ?? 0n,
@@ -289,11 +293,11 @@ export function parseBlkioEntries(text: string | undefined): BlkIOEntry[] {
   for (const line of text.split('\n')) {
     const f = line.split(/[ :]+/).filter((s) => s !== '');
     if (f.length < 3) continue; // `Total N`, blank lines
-    const major = parseUint(f[0]!);
-    const minor = parseUint(f[1]!);
-    const value = parseUint(f.length >= 4 ? f[3]! : f[2]!);
+    const major = parseUint(f[0]);
+    const minor = parseUint(f[1]);
+    const value = parseUint(f.length >= 4 ? f[3] : f[2]);
     if (major === undefined || minor === undefined || value === undefined) continue;
-    out.push(BlkIOEntry.fromPartial({ major, minor, op: f.length >= 4 ? f[2]! : '', value }));
+    out.push(BlkIOEntry.fromPartial({ major, minor, op: f.length >= 4 ? f[2] : '', value }));
   }
   return out;
 }
@@ -305,8 +309,8 @@ export function parsePartitions(text: string | undefined): Map<string, string> {
   for (const line of text.split('\n').slice(2)) {
     const f = line.trim().split(/\s+/);
     if (f.length < 4) continue;
-    const major = parseUint(f[0]!);
-    const minor = parseUint(f[1]!);
+    const major = parseUint(f[0]);
+    const minor = parseUint(f[1]);
     if (major === undefined || minor === undefined) continue;
     const key = `${major}:${minor}`;
     if (!out.has(key)) out.set(key, `/dev/${f[3]}`);
@@ -320,7 +324,7 @@ export function parseRdma(text: string): RdmaEntry[] {
   for (const line of text.split('\n')) {
     const f = line.trim().split(/\s+/);
     if (f.length !== 3) continue;
-    const e = RdmaEntry.fromPartial({ device: f[0]! });
+    const e = RdmaEntry.fromPartial({ device: f[0] });
     for (const kv of f.slice(1)) {
       const [k, v] = kv.split('=');
       if (v === undefined) continue;

@@ -16,7 +16,6 @@ import {
   DEADLINE_EXCEEDED_MESSAGE,
   TtrpcError,
   fromStatus,
-  isClosedError,
 } from "./status.js";
 
 
