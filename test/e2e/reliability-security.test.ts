@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reliability: security. Only a path socket (no abstract socket), created with restrictive
 // permissions; peer credentials checked on every accepted connection (another uid, or another
 // gid, is refused); container, exec ids and namespaces validated (no path traversal into other
@@ -122,8 +123,12 @@ describe('reliability: security', () => {
         assert.notEqual(r.timeout, true, `${who} is disconnected by the shim: ${JSON.stringify(r)}`);
       }
       // The same for a standby daemon's post (it runs start/delete jobs for the launcher).
+      // The pool refills after the start this suite ran: wait for a standby on its post, and say
+      // so (rather than pass without checking) when none comes.
+      await settle(() => standbysOf(lab.events.path), (l) => l.some((s) => fs.existsSync(s.post)), 15_000, 100);
       const standby = standbysOf(lab.events.path).find((x) => fs.existsSync(x.post));
-      let standbyNote = 'no standby up';
+      assert.ok(standby || process.env.SHIM_STANDBY === '0', 'a standby daemon is up to be probed');
+      let standbyNote = 'standby pool off (SHIM_STANDBY=0): not probed';
       if (standby) {
         const slink = path.join(pub, 'post');
         fs.writeFileSync(slink, '');

@@ -1,11 +1,16 @@
+// SPDX-License-Identifier: Apache-2.0
 // Pure logic of the shim's command line: flag parsing, socket address, bundle options.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { parseFlags, FlagError } from '../../src/shim/flags.js';
 import { socketAddress, groupId } from '../../src/shim/address.js';
 import { optionsToJSON, optionsFromJSON, decodeOptions, typeName } from '../../src/runc/options.js';
 import { Options } from '../../src/gen/containerd/runc/v1/runc.js';
 import { DeleteResponse } from '../../src/gen/containerd/task/v2/shim.js';
+import { deleteAction } from '../../src/shim/delete.js';
 
 test('flags: the argv containerd builds for start, with the action last', () => {
   const f = parseFlags(['-namespace', 'default', '-address', '/run/containerd/containerd.sock', '-publish-binary', '/usr/bin/containerd', '-id', 'c1', '-debug', 'start']);
@@ -77,4 +82,28 @@ test('options: decoded from an Any by its type name, with or without a URL prefi
 test('delete action output: the spec DeleteResponse vector', () => {
   const bytes = Buffer.from(DeleteResponse.encode({ pid: 4242, exitStatus: 137, exitedAt: { seconds: 1700000000n, nanos: 123 } }).finish());
   assert.equal(bytes.toString('hex'), '0892211089011a080880e2cfaa06107b');
+});
+
+test('delete action: the bundle\'s init pid, 128+SIGKILL and now, in a DeleteResponse, with the runtime the bundle names', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'delete-'));
+  try {
+    const bundle = path.join(dir, 'c1');
+    fs.mkdirSync(bundle);
+    // The runtime recorded at Create: a stand-in that notes how it was called.
+    const calls = path.join(dir, 'calls');
+    fs.writeFileSync(path.join(dir, 'fake-runc'), `#!/bin/sh\necho "$@" >> ${calls}\n`, { mode: 0o755 });
+    fs.writeFileSync(path.join(bundle, 'runtime'), path.join(dir, 'fake-runc'));
+    fs.writeFileSync(path.join(bundle, 'init.pid'), '4242');
+    const before = Date.now() / 1000;
+    const warnings: string[] = [];
+    const out = deleteAction(parseFlags(['-namespace', 'ns1', '-id', 'c1', '-bundle', bundle, 'delete']), (m) => warnings.push(m), bundle);
+    const r = DeleteResponse.decode(out);
+    assert.equal(r.pid, 4242);
+    assert.equal(r.exitStatus, 137);
+    assert.ok(Number(r.exitedAt!.seconds) >= Math.floor(before) && Number(r.exitedAt!.seconds) <= Date.now() / 1000 + 1, 'exited now');
+    assert.match(fs.readFileSync(calls, 'utf8'), /--root \/run\/containerd\/runc\/ns1 .*delete --force c1/);
+    assert.deepEqual(warnings, []);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
