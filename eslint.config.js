@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // ESLint: typescript-eslint's type-checked rules over the sources, tests and benchmarks.
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';

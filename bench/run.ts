@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `npm run bench`: runs each workload with the reference Go shim and ours (and, on request,
 // experimental variants of ours) against one private containerd, interleaved so machine drift
 // cancels, and writes bench/out/latest.md and latest.json (bench/out/ is not tracked).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds the native addon from source against the running Node's own headers (never a download).
 set -euo pipefail
 cd "$(dirname "$0")/.."

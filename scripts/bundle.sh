@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Bundles the compiled shim into a few ES modules (dist/shim/): one entry plus one chunk per
 # mode (start, delete, the daemon), so each run loads only what it needs and Node resolves
 # and compiles far fewer files (the load time of the daemon drops by about two thirds).

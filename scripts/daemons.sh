@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Idempotent install of the extra containerd daemons the cross-daemon end-to-end lane
 # (test/e2e/daemons.test.ts, and any suite run with SHIM_DAEMON=1.7|2.1|2.3) starts side by side
 # with Debian 12's containerd 1.6.20. Run as root. Each daemon goes into a private prefix and is

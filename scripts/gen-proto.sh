@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Generates TypeScript codecs from proto/ (our own .proto files) into src/gen/ at build time.
 set -euo pipefail
 cd "$(dirname "$0")/../proto"

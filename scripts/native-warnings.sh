@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The native sources compiled with every warning an error (-Wall -Wextra -Werror), as a check:
 # the install build (binding.gyp) warns but does not fail, so a newer compiler's new warning can
 # never break an operator's install. Uses the Node headers node-gyp builds against.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Idempotent setup for a fresh Debian 12 machine (run as root): installs the system packages the
 # shim and its end-to-end tests need (only those missing; `apt-get update` at most once), then
 # the npm dependencies, then builds (protobuf codegen, native addon, TypeScript -> dist/).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Runs containerd's shim conformance suite (containerd/shimtest) on this shim, with no adapter:
 # `start` with a protobuf BootstrapParams, the Task API, events, `delete`. The suite's build is
 # not part of this repository: point SHIMTEST_DIR at a folder with its `run.sh`, test binary and

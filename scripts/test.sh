@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs what is missing and builds (scripts/setup.sh), then runs containerd's shim
 # conformance suite on the shim (scripts/shimtest.sh) and all our tests (unit + end-to-end).
 # Env: SHIM_UNDER_TEST=ours|reference restricts the e2e suites to one shim;

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The pure cgroup v2 test lane: runs a command inside a qemu guest whose only cgroup hierarchy is
 # cgroup v2, with this machine's own root filesystem, containerd, runc, Go shim, node and this
 # checkout, and returns the command's exit status.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Builds the experimental variants of our shim (variants.ts) into bench/experiments/out/:
 //   out/bundle/main.mjs        esbuild bundle of dist/src/shim/main.js (ESM, one file)
 //   out/bundle-min/main.mjs    the same, minified

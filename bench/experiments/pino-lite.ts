@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A stand-in for pino with just what the shim uses (pino(opts, destination), .child(), the level
 // methods, stdTimeFunctions.isoTime), writing the same JSON lines. The `ours-pinolite` variant
 // bundles it in place of pino (esbuild alias) to measure what pino itself costs in memory and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Where our time goes on the critical path: the `start` action (node boot, module loading,
 // spawning the daemon), the daemon's boot until it serves, and the `delete` action.
 // Needs no containerd: the bench plays it (workloads/startup.ts). Writes bench/results/profile.{md,json}.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Per-RPC timings of a container's life, the reference shim against ours, without containerd:
 // the script plays containerd (as test/e2e/shim-direct does) and times each step separately,
 // so a gap in `ctr run --rm` can be pinned to one RPC. Interleaved, both shims every iteration.

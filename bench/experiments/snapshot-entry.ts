@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Entry point of the V8-startup-snapshot variant (see build.ts). It imports every mode statically,
 // so all modules are evaluated when the snapshot is built, and registers a deserialize-main
 // function that does what src/shim/main.ts does (same dispatch, kept in sync by hand; this is an

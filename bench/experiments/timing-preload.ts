@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Preloaded with `node --import <this file>` by profile.ts: records where a shim process spends
 // its time and writes it to $BENCH_TIMING_DIR/<pid>.json at exit. The flag is in process.execArgv,
 // so `start` passes it on to the daemon it spawns.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Experimental variants of our shim, one lever at a time. `build.ts` writes, for each, a wrapper
 // binary bench/experiments/out/bin/<name>/containerd-shim-runc-v2 (a /bin/sh script like
 // bin/containerd-shim-runc-v2), which the bench runs as one more shim (BENCH_SHIMS=ours,<name>).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared state of one benchmark run and helpers for the workloads.
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';

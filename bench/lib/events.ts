@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Follows `ctr events` and notes when each (topic, container) event line arrives.
 import { performance } from 'node:perf_hooks';
 import type { ChildProcess } from 'node:child_process';

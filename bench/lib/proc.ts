@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Process helpers for the benchmark: timed spawns with first-byte timing, /proc memory readings,
 // finding shim daemons by argv. Everything is stopped by pid; nothing here uses pkill/killall.
 import { spawn, type StdioOptions } from 'node:child_process';

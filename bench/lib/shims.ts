@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The shims the bench runs: the reference Go shim, ours, and experimental variants of ours
 // (bench/experiments/variants.ts, built by bench/experiments/build.ts).
 import { existsSync, readdirSync } from 'node:fs';

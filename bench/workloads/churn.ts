@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Churn: create/start/exit/delete cycles (`ctr run --rm ... true`) with some concurrency.
 import { performance } from 'node:perf_hooks';
 import { leftovers } from '../../test/support/containerd.js';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A detached container: time to RUNNING and time to the first byte of output.
 import { mkdirSync, statSync, watch } from 'node:fs';
 import { join } from 'node:path';

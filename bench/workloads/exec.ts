@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Exec latency into a running container: `ctr task exec --exec-id <n> <id> true`.
 import { addMetric, countFailure, ctrOk, ctrTimed, log, newId, order, perShim, removeContainers, waitQuiet, type Ctx } from '../lib/ctx.js';
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Cold container lifecycle: `ctr run --rm --runtime <shim> <busybox> <id> echo hi`, wall time and
 // time to the first byte of output. Three shim executions per container (start, daemon, delete).
 import { addMetric, countFailure, ctrTimed, log, newId, order, perShim, waitQuiet, type Ctx } from '../lib/ctx.js';

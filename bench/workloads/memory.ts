@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Memory per shim: USS (Private_Clean + Private_Dirty) and PSS from /proc/<pid>/smaps_rollup of each
 // shim daemon with K idle containers (`sleep 100000`), one shim per container, and K containers
 // grouped into one shim (io.containerd.runc.v2.group annotation, as CRI does for a pod).

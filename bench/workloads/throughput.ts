@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Stdout throughput: the container writes N MiB of zeros to stdout; the shim copies them from the
 // container's pipe into ctr's stdout FIFO; ctr copies them to its stdout, a pipe the bench counts.
 import { addMetric, countFailure, ctrTimed, log, newId, order, perShim, waitQuiet, type Ctx } from '../lib/ctx.js';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /*
  * shim-launcher: the first process containerd runs for `start` and `delete`.
  *

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Module entry point and the helpers shared by every part of the addon.
 //
 // The addon keeps process-wide state (the reaper and fd-watcher threads), so

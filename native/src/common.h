@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared helpers for the shim_native addon: errno -> JS error conversion,
 // argument checking, and starting helper threads with signals blocked.
 #pragma once

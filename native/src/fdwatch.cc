@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The fd watcher: one epoll thread for eventfds (cgroup v1 OOM notification).
 //
 // For every readiness event on a watched fd it consumes the eventfd counter

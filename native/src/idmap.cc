@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // ID-mapped mounts, for rootfs mounts that carry `uidmap=`/`gidmap=` options (containerd 2.x
 // snapshotters add them for user-namespaced containers; containerd v2.3.4
 // core/mount/mount_linux.go mounts them the same way): a user namespace holding the mapping,

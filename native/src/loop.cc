@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Loop devices, for rootfs mounts with the `loop` option (a file-backed filesystem image; the
 // blockfile and erofs snapshotters hand those out). As containerd's mount code does (v2.3.4
 // core/mount/losetup_linux.go): take a free device from /dev/loop-control, bind the file with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The reaper: one native thread that owns all child reaping for the process.
 //
 // It blocks in waitid(P_ALL, WEXITED), so it collects every child: the ones

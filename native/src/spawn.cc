@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // spawn(): start a child process without libuv (whose SIGCHLD handling would
 // race the reaper thread).
 //

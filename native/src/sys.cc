@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Thin wrappers over single syscalls: prctl, pipes, pidfds, mount/umount,
 // fd flags, eventfd and the terminal window size. All of them are quick
 // (they run on the JS thread) and every fd they create is O_CLOEXEC.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The process's own title: what /proc/<pid>/cmdline and /proc/<pid>/comm show, and so what
 // ps, pgrep -f, systemd-cgls and monitoring agents see.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // AF_UNIX helpers: the listening sockets (shim socket, console socket),
 // receiving the pty master that runc sends over the console socket
 // (SCM_RIGHTS), the matching sender (tests, tooling), and SO_PEERCRED.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * Shared helpers for reading cgroupfs files: tolerant readers (a file that
  * cannot be read is simply "absent"), number/key-value parsers, and a tiny

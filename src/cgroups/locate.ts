@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * Finding a process's cgroup(s) from /proc/<pid>/cgroup (runc-and-io.md §7.1).
  *

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * cgroup mode detection (task-api.md §10, runc-and-io.md §7.1).
  *

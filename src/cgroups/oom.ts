@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * OOM monitoring (runc-and-io.md §7.3). Emits `'oom'` with the container id.
  *

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * A container's cgroup, located once from its init pid, and its Stats payload
  * (task-api.md §10, runc-and-io.md §7.1/§7.4).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * cgroup v1 statistics → `io.containerd.cgroups.v1.Metrics` (task-api.md §10.2).
  *

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * cgroup v2 statistics → `io.containerd.cgroups.v2.Metrics` (task-api.md §10.1).
  *

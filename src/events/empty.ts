@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // google.protobuf.Empty: no fields, encodes to zero bytes.
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 

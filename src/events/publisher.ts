@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Publishes task events to containerd over its ttrpc socket (TTRPC_ADDRESS), one at a time and in
 // order (containerd v1.7.0 runtime/v2/shim/publisher.go, v2.3.4 pkg/shim/publisher.go). Unlike the reference, an event that cannot be delivered
 // because containerd is unreachable is not dropped after a few retries: it stays at the head of

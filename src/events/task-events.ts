@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The task events a shim publishes, one method each: topic, type URL and message as containerd
 // defines them (containerd v2.3.4 core/runtime/events.go for the topics, api/events/task.proto
 // for the messages; unchanged since 1.6). What the task layer knows goes in; bytes go out.

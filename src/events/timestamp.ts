@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Timestamps as containerd expects them (protobuf Timestamps; Go's zero time for "not exited", as containerd v2.3.4 pkg/protobuf/timestamp.go converts it).
 import type { Timestamp } from '../gen/google/protobuf/timestamp.js';
 

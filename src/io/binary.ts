@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Logging-binary stdio (binary:///path?key=value, containerd v1.7.0 pkg/process/io.go binaryIO): a logger
 // process gets the container's stdout/stderr pipes as fds 3 and 4 and a "ready" pipe as fd 5
 // (CONTAINER_WAIT); runc starts only once the logger closed (or wrote to) fd 5. binary-v2:///…

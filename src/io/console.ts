@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Terminal mode (containerd v1.7.0 pkg/process/init.go and io.go; go-runc v1.1.0 console.go): runc sends the pty master over a console
 // socket; we copy master → stdout fifo (or a logging binary's fd 3) and stdin fifo → master, and
 // resize on request.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Byte pumps between pipes and fifos, all through epoll-backed handles (never the libuv thread
 // pool, which a blocked fifo would park). Back-pressure comes from stream piping.
 import net from 'node:net';

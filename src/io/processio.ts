@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Per-process stdio (containerd v1.7.0 pkg/process/io.go): choose the mode from the request's
 // stdin/stdout/stderr/terminal, hand runc the child-side fds, then copy between the container's
 // pipes and containerd's fifos (or a file, or a logging binary).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The stdin fifo: we hold our own write handle (the "closer") so the fifo always has a writer
 // while clients attach and detach; the container sees EOF only after CloseIO (runc-and-io §4.6).
 import fs from 'node:fs';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What every stdio mode shares: the request's stdio settings, the interface a mode implements,
 // and how a stdio URI names its mode (fifo path, file://, binary://, binary-v2://).
 import type { Stdio } from '../runc/runc.js';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The daemon's log lines, in the format containerd's log pipelines expect of a shim: logrus text
 // as the Go shim writes it (containerd's log package: TextFormatter, RFC3339 time with
 // nanoseconds, FullTimestamp), e.g.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The single owner of child reaping in the daemon. The native addon's reaper thread waits for
 // every child (runc, container processes re-parented to us as subreaper, orphans, loggers) and
 // writes one record per exit into a pipe; this module reads that pipe through an epoll-backed

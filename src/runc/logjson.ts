@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // runc writes JSON lines {"level","msg","time"} to <bundle>/log.json; after a failed call the
 // shim reports the last error-level message (containerd v1.7.0 pkg/process/utils.go getLastRuntimeError).
 import { readFile } from 'node:fs/promises';

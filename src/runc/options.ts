@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // containerd.runc.v1.Options: decoded from the Create request (or start's stdin), stored in the
 // bundle as options.json (snake_case, zero values omitted) and `runtime` for the delete action.
 import fs from 'node:fs';

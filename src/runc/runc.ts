@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The runc driver: builds runc command lines (as go-runc v1.1.0 runc.go builds them) and runs them as
 // children of the daemon through the reaper, so their exits are collected by the one reaper.
 import net from 'node:net';

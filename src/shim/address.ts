@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Socket naming for the shim (containerd v1.7.0 runtime/v2/shim/util_unix.go, v2.3.4
 // pkg/shim/util_unix.go): a path socket in /run/containerd/s, or the socket_dir containerd 2.3
 // sends, named by the sha256 of <containerd address>/<namespace>/<group id>.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What `start` reads on stdin and prints on stdout, for every containerd in use
 // (docs/containerd-2.md):
 // - containerd 1.6–2.2 write the runtime options as a protobuf Any (or nothing) and read a plain

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What the daemon does with an error nothing caught. An uncaught exception means a state the code
 // did not foresee, in a process that holds every container it serves: it logs the stack and
 // exits with status 2, as a Go shim's panic does, so containerd sees the shim gone and runs

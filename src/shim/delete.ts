@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The `delete` action (containerd v2.3.4 cmd/containerd-shim-runc-v2/manager/manager_linux.go Stop): cleanup after Shutdown or after the daemon
 // died: runc delete --force, unmount the rootfs, print a DeleteResponse (137, now).
 import fs from 'node:fs';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Command-line parsing with Go `flag` package semantics (containerd v2.3.4 pkg/shim/shim.go parses with Go's flag package):
 // `-name value`, `-name=value`, `--name value`, bare booleans, parsing stops at the first
 // non-flag argument, which is the action.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A Node `start` handing its listening shim socket to a standby daemon (standby.ts is the other
 // side): the socket over SCM_RIGHTS with the container's identity, the standby's pid back once it
 // serves. Used when `start` runs in Node (the launcher hands its jobs over itself).

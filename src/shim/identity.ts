@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // How a shim daemon shows itself to the node's tools (ps, pgrep -f, systemd-cgls, monitoring
 // agents): as the Go shim's daemon does. The Go shim's `start` re-executes its own binary
 // (os.Executable(), i.e. /proc/self/exe: the absolute path with symlinks resolved) with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `SHIM -info` (containerd 2.x, docs/containerd-2.md §-info): stdin an optional runc Options Any,
 // stdout a protobuf containerd.types.RuntimeInfo: our name and version, the options echoed, and
 // the OCI runtime's `features` JSON. containerd asks before every container with idmapped mounts

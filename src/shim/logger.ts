@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Daemon logging: logrus-style lines (src/log/logger.ts) into the bundle's `log` fifo, which
 // containerd copies to its own log. The fifo is written through an epoll-backed handle; if containerd stops reading
 // (restart), lines are dropped past a bound instead of blocking the shim or growing without

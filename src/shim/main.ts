@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Entry point of the shim binary. containerd runs it as `start`, as `delete`, and `start` runs
 // it again as the daemon. Each mode loads only what it needs.
 import fs from 'node:fs';

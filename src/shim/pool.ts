@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The standby pool's bookkeeping: where a containerd's standbys wait (posts keyed by its
 // addresses and this build), how shim processes are spawned (environment, process group,
 // boot priority) and who may boot the standby for a post (one `.booting` claim at a time).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Serve mode: the long-lived daemon. It is a child subreaper, serves the Task service over ttrpc
 // on the socket `start` handed it as fd 3, publishes events to containerd, and exits when asked
 // with no container left (or on SIGTERM/SIGINT).

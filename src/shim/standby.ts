@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A pre-booted standby daemon. Booting Node and loading the daemon takes far longer than the
 // Go shim's whole `start`, and containerd waits for it. So a pool of standbys (pool.ts) waits,
 // warmed up, for `start`/`delete` jobs from the native launcher (or a socket handed over by a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The `start` action (containerd v2.3.4 cmd/containerd-shim-runc-v2/manager/manager_linux.go
 // Start; docs/containerd-2.md): read what containerd sent on stdin, listen on the shim socket,
 // hand it to a new daemon as fd 3, write ./address, answer with the address in the form this

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // containerd's input to `start` and `-info` on stdin, read whole but bounded.
 import fs from 'node:fs';
 import * as native from '../sys/native.js';

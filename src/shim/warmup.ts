@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Warming a standby. V8 compiles a function the first time it is called, so a freshly adopted
 // standby would compile the protobuf codecs, the ttrpc server and client, the event publisher
 // and flag parsing while containerd waits for its first RPCs (measured: Connect took 6 ms

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Rootfs mounts (containerd v1.7.0 mount/mount_linux.go, v2.3.4 core/mount/mount_linux.go): option parsing as containerd's mount package
 // does it, mount(2) through the addon, and recursive unmounting from /proc/self/mountinfo.
 import fs from 'node:fs';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * Typed access to the `shim_native` addon (native/src/*.cc): the few Linux
  * facilities Node lacks — child reaping, spawning without libuv, prctl,

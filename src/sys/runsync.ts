@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Running a short command to completion from a process with no reaper thread (the `delete` and
 // `-info` actions, a standby's jobs).
 import fs from 'node:fs';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A container: its bundle, its runc, its init process and its execs, its cgroup and OOM watch.
 // This is where a Task RPC becomes runc calls, stdio plumbing and cgroup reads; the service
 // (service.ts) owns lookups, the processes' locks and state checks, and the events.

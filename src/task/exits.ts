@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Matches reaped pids to tracked processes. An exec can exit before `runc exec` has returned
 // and we have read its pid file; while any create/exec is in flight, exits of unknown pids are
 // kept so the process can claim its exit once its pid is known (never lost, never a hung Wait).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // containerd's identifier rules. Ids name files and directories (pid files, runc state), so a
 // request must never be able to step outside its bundle with `..` or `/`.
 import { TtrpcError, Code } from '../ttrpc/status.js';

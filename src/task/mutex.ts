@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A FIFO async mutex: each process's lock over its state-changing RPCs (process.ts).
 export class Mutex {
   private tail: Promise<void> = Promise.resolve();

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // One process the shim tracks: a container's init or an exec. Holds its pid (and a pidfd, so a
 // late signal can never reach a recycled pid), its stdio, its state and its exit.
 import fs from 'node:fs';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Binds the Task service's methods to their wire names and codecs, under both service names:
 // containerd.task.v3.Task (containerd 2.x, after a version-3 bootstrap) has exactly the messages
 // and field numbers of containerd.task.v2.Task (containerd v2.3.4 api/runtime/task/v3/shim.proto),

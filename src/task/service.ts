@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The Task service (containerd.task.v2.Task and v3): decode, find the container and process,
 // check the process's state, call the container, answer, publish. One daemon may serve several
 // containers (a Kubernetes pod shares one shim), so all state is a map of containers, each

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The process state machines of the reference shim (containerd v2.3.4 pkg/process init_state.go,
 // exec_state.go): which operation each state allows, the exact error each state gives
 // otherwise, and which state may follow which.

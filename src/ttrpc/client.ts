@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * ttrpc client (containerd/ttrpc v1.2.x client.go; containerd's shim event publisher uses it).
  *

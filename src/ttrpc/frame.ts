@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * ttrpc framing (containerd/ttrpc v1.2.x channel.go) and hand-rolled encoders for the two envelope
  * messages (§3) that write the header and the protobuf envelope into one allocation.

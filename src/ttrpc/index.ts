@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /** Our ttrpc implementation (the wire format of github.com/containerd/ttrpc v1.2.x): framing, status mapping, server, client. */
 export {
   HEADER_SIZE,

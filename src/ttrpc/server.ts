@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * ttrpc server (containerd/ttrpc v1.2.x server.go): unary Request → Response over unix sockets.
  *

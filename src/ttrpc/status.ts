@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * gRPC status codes, the TtrpcError class, containerd errdefs-style constructors and the mapping
  * of arbitrary thrown values to a wire status (gRPC status codes, as containerd/ttrpc v1.2.x and containerd's errdefs map them).

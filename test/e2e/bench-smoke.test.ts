@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Keeps the benchmark (bench/) from rotting: runs its quick mode for two workloads (the shim's
 // own start/delete path and the cold `ctr run --rm` lifecycle) with both shims against a private
 // containerd, and checks the results it writes. Takes ~10 s.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // End-to-end cgroup v1 checks on the host: real cgroups under
 // /sys/fs/cgroup/<controller>/shimtest-<pid>-*, stats of a process inside them,
 // and OOM notification through eventfd + cgroup.event_control + the native fd

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The cgroup v2 lane: every cgroup-dependent check on a pure cgroup v2 host, with the reference Go
 // shim (containerd 1.6.20's) and ours side by side in the same run; the comparison is the test.
 //

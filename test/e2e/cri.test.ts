@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // CRI end-to-end suite: a private containerd 1.6 with the CRI plugin on runs pods through our own
 // CRI client (test/support/cri.ts), once with each shim as the runtime of the default runtime
 // handler (`runc`, runtime_type io.containerd.runc.v2):

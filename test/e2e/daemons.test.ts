@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Cross-daemon suite: the same scenarios on containerd 1.7 (Debian 13), 2.1 (Debian unstable) and
 // 2.3 (release tarball), each a private instance started side by side with nothing else, and on
 // each with that daemon's own Go shim (the reference) and ours. 1.6 is covered by the full suite.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // How shim daemons look to the node's tools (ps, pgrep -f, /proc), side by side with the Go shim:
 // comm `containerd-shim` and the command line `<binary> -namespace NS -id ID -address ADDR`
 // (src/shim/identity.ts), for each way one of ours comes to be: booted by the launcher for the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Interleavings of Task RPCs on one process and on two, black-box through the real ttrpc server,
 // the test playing containerd (as shim-direct.test.ts). For an ordered pair (A, B), A's runc step
 // is held at a gate (test/support/gated-runc.sh, given as Create's runc binary_name) while B is

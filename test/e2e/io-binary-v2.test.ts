@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // binary-v2:// log URIs (containerd v2.3.4 cmd/containerd-shim-runc-v2/process/io.go): the logging binary is
 // run as for binary://, but it is ready only once it wrote at least one byte to fd 5
 // (CONTAINER_WAIT); closing fd 5 without writing fails the start with the reference's text

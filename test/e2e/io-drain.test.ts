@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // No output lost at the end of a process (containerd v2.3.4 pkg/process/io.go): a process
 // that writes a burst of several MiB and exits at once must reach the client in full, through a
 // terminal (the console copy must read the pty master until it reports EIO, and Delete must wait

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Walking-skeleton end-to-end suite: a private containerd 1.6 runs busybox containers through
 // `ctr` with each shim under test (`ctr run --runtime <absolute shim path>`), then the observable
 // results of the two shims are compared.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Parity of checkpoint and restore (task-api.md §5 Checkpoint, runc-and-io.md §2).
 //
 // CRIU does not work on these machines (Debian's criu 3.17 fails `criu check` on the 6.x kernel),

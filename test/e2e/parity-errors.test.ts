@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Parity of errors (task-api.md §4-§6, runc-and-io.md §1.4): runc's own error text reaching the
 // client, requests in the wrong state and unknown ids. Through ctr for what a user sees, and
 // against each shim directly for the exact gRPC code and message of every RPC (containerd answers

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Parity of exec processes: concurrent execs with their own exit codes and events, exec stdin,
 // `ctr task ps`, and what happens to running execs when the init exits (the kernel kills them in
 // a private pid namespace; the shim kills them with `runc kill --all` in a shared one).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Parity of the stdio modes (containerd v1.7.0 pkg/process/io.go): fifo stdio with and without stdin,
 // file:// and binary:// log URIs, null IO, and containers that reopen /dev/stdout. Each scenario
 // runs with the reference shim and ours through the same private containerd (or, for the Task API

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Parity of OOM handling (runc-and-io.md §7.3, events.md §3.5): an init killed by the kernel's OOM
 // killer exits 137 with a /tasks/oom event, and an OOM kill of a child of the init publishes
 // /tasks/oom while the task keeps running (and shows in the metrics).

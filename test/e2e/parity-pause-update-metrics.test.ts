@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Parity of pause/resume (the freezer cgroup and the events), Update (resource limits reaching the
 // container's cgroup, through containerd's Tasks API as CRI sends them) and Stats (`ctr task
 // metrics`: the shape of the cgroup v1 metrics, since the values themselves differ per run).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Parity of terminal mode (containerd v1.7.0 pkg/process/init.go, io.go): `ctr run -t` and
 // `ctr task exec -t` on a real pty (test/support/pty-drive.py plays the user's terminal: it types
 // and resizes the window), and ResizePty through the Task API directly.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reliability with a real containerd driving our shim: the shim SIGKILLed while its container
 // runs (containerd runs `delete`, which cleans up and reports 137), and containerd itself
 // restarted while containers run (the shim keeps serving, containerd reconnects, exits that

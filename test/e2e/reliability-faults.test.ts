@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reliability: faults, with the test playing containerd. The daemon SIGKILLed mid-flight (then the
 // `delete` action cleans up and reports 137); runc missing or failing (a clear error, nothing
 // half-created); the events endpoint unreachable for a while (queued, retried, bounded); a stdout

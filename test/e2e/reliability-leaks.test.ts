@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reliability: leaks. Exec/kill cycles and container create/delete cycles through one shim; the
 // daemon's open fds, children and threads must return to their starting counts, with no zombie,
 // and its memory must not grow with the number of cycles. The figures are printed.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reliability: supervision. The reaper under stress (many containers and execs exiting at once,
 // execs that exit before runc has returned their pid), orphans re-parented to the shim, runc
 // itself exiting or misbehaving, and pid reuse (a late Kill or State never reaches a recycled pid).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reliability: hostile input on the ttrpc socket of a real running daemon (started with `start`,
 // serving a running container). Truncated and oversized frames, wrong message types, bad stream
 // ids, unknown services and methods, garbage protobuf, huge metadata, many concurrent

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The test plays containerd: it runs our shim's `start`, talks ttrpc to the daemon, receives its
 // events on a stand-in of containerd's events service, and runs the `delete` action at the end.
 import { describe, test, before, after } from 'node:test';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The containerd 2.x contract, with the test playing containerd (docs/containerd-2.md): the
 // protobuf bootstrap of containerd 2.3 on `start`, task API v3, a pod's containers sent to one
 // shim without `start` and deleted without Shutdown, `-info`, bad bootstrap input, and an exec

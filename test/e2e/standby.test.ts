@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Our shim's standby pool under concurrency: many `ctr run --rm` at once race for the two
 // pre-booted daemons (the native launcher hands them start/delete jobs; the rest fall back to
 // booting Node). Every container must run and leave nothing behind, whichever path it took.

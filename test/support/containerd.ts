@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A private containerd for end-to-end tests.
 //
 // startContainerd() runs `containerd --config <tmp>/config.toml` as a child of the test process,

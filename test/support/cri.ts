@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A small typed CRI (runtime.v1) client for the end-to-end tests, over @grpc/grpc-js with the
 // codecs and service clients generated from proto/cri/api.proto (src/gen/cri/api.ts), plus
 // builders for the PodSandboxConfig / ContainerConfig the tests use.

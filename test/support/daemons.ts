@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Which containerd daemon the end-to-end tests start, and where its binaries are.
 //
 //   1.6  Debian 12's `containerd` package: /usr/bin/{containerd,ctr,containerd-shim-runc-v2}

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `scripts/demo.sh`: shows the TypeScript shim running real containers under a private containerd.
 //
 //   1. starts a private containerd (everything under a /tmp/ctd-XXXXXX dir),

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # A scripted stand-in for runc, for the checkpoint/restore code path of the shims (CRIU does not
 # work on the test machines). A shim uses it through Create's `containerd.runc.v1.Options`
 # `binary_name`, best as a symlink <dir>/runc to this script: its state and records then live in

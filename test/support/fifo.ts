@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fifos as containerd creates them for a task's stdio, read or written from the test side
 // without parking libuv's thread pool.
 import fs from 'node:fs';

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # A stand-in for runc that can hold one call of a chosen sub-command at a gate, for the
 # interleaving suite (test/e2e/interleave.test.ts). Like test/support/fake-runc.sh, a shim uses
 # it through Create's `containerd.runc.v1.Options` `binary_name`, as a symlink <dir>/runc to this

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Local OCI images for the end-to-end tests (no network): Debian's static busybox in an OCI
 // image-layout tarball, imported with `ctr images import`.
 //

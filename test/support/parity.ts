@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared helpers of the end-to-end parity suite (test/e2e/parity-*.test.ts).
 //
 // Every scenario runs once with the reference Go shim and once with ours, in the same test run:

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Runs a command on a fresh pseudo-terminal and scripts the terminal side of it, the way a user
 at a terminal would: wait for some output, type, resize the window.
 

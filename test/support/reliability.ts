@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Helpers for the reliability suite (test/e2e/reliability-*.test.ts): /proc readers for the
 // figures the tests report (open fds, children, zombies, RSS/PSS of the shim daemon), stress
 // sizes, and a lab that plays containerd against our shim directly (bundles, start, events).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A minimal busybox root filesystem and OCI bundle for tests that drive runc or the shim
 // directly, without containerd's snapshotter.
 import fs from 'node:fs';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Runs our shim binary the way containerd does (start / delete), from a test.
 import path from 'node:path';
 import fs from 'node:fs';

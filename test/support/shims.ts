@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Which shim binaries the end-to-end tests run against.
 //
 //   REFERENCE_SHIM  containerd's own Go shim of the daemon under test: Debian's `containerd`

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A typed client of the Task service over our ttrpc client, and a stand-in for containerd's
 // events service: what a test needs to play containerd against the shim directly.
 import net from 'node:net';

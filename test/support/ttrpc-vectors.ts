@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared by the ttrpc tests: a deterministic PRNG for generated cases, and the Forward request
 // of the spec's wire vector (containerd/ttrpc v1.2.x channel.go) as a protobuf payload.
 import { ForwardRequest } from '../../src/gen/containerd/services/ttrpc/events/v1/events.js';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What `start` reads on stdin and prints on stdout for containerd 1.6 through 2.3 (bootstrap.ts),
 // `-info`'s option handling and PATH look-up (info.ts), and the 2.x flags.
 import { test } from 'node:test';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // cgroup v2 degradation, without a v2 host (the same cases run for real, side by side with the Go
 // shim, in test/e2e/cgroups-v2.test.ts inside scripts/v2-lane.sh's guest):
 //   * hugetlb entries only for the sizes whose files the cgroup has (none when the controller is

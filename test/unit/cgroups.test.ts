@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // cgroup stats parsing, cgroup location and the v2 OOM watcher logic, against
 // the fixture trees in test/fixtures/cgroup (see its README).
 import { test } from 'node:test';

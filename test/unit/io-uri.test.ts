@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Stdio URIs as containerd clients send them (containerd v1.7.0 pkg/process/io.go).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

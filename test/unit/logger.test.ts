@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The daemon's log lines as the Go shim writes them (logrus text through containerd's log
 // package), the JSON opt-in, and what the daemon does with an error nothing caught.
 import { test } from 'node:test';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Tests for the native addon (src/sys/native.ts). They must run as root
 // (subreaper, mount, pidfd of our own children are fine unprivileged, but
 // mount is not).

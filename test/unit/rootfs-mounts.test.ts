@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Rootfs mounts beyond plain mount(2): id-mapped ones (uidmap=/gidmap= options from containerd
 // 2.x snapshotters: the mapping syntax, real id-mapped bind and overlay mounts) and loop mounts
 // of file-backed images (root, a kernel with idmapped mounts and loop devices).

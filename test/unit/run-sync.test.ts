@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // runSync (the `delete` action's way to run runc): the addon's vfork spawn plus a blocking,
 // bounded wait. Its own test file: waitChild refuses to run once a reaper thread exists.
 import { test } from 'node:test';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // runc command lines built from Task API options (no runc is run: `run` is captured).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

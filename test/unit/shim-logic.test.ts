@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Pure logic of the task service: state rules, runc error extraction, mount options, exit matching.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The process title: native setProcessTitle (native/src/title.cc) rewrites a process's own
 // /proc/PID/cmdline and comm within the room execve gave it; takeShimIdentity
 // (src/shim/identity.ts) uses it to show the Go shim's daemon line; withTitleRoom (pool.ts)

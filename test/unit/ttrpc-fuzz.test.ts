@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * Fuzz test for the ttrpc server: random and mutated frames must never crash it; every
  * Request-type frame (and every oversize header) must be answered by exactly one well-formed

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The standby's warm-up runs the codecs and a ttrpc round trip in-process; it must work, leave
 // nothing behind and be repeatable (a standby that fails to warm is only colder).
 import { test } from 'node:test';
