@@ -12,3 +12,5 @@ rm -rf ../src/gen
 rev=$(git -C .. rev-parse HEAD 2>/dev/null || echo unknown)
 ver=$(node -p "require('../package.json').version")
 printf 'export const VERSION = %s;\nexport const REVISION = %s;\n' "'$ver'" "'$rev'" > ../src/gen/version.ts
+# The launcher's copy of the standby pool's constants (src/pool/constants.ts).
+node ../scripts/gen-pool-header.mjs

@@ -3,20 +3,21 @@
  * shim-launcher: the first process containerd runs for `start` and `delete`.
  *
  * Booting Node costs tens of milliseconds, paid on containerd's critical path twice per
- * container. When a standby shim daemon for this containerd and this build is up, the launcher
- * hands it the job instead (argv, cwd and its stdin/stdout/stderr over SCM_RIGHTS) and exits
- * with the job's status. When no standby takes the job, it starts a fresh one for this job alone
- * (a forked `node main.js -standby <post> -job-fd 3`, the job sent over a socketpair): a `start`
- * makes it the daemon, so the container costs one Node boot instead of two (a `start` process
- * and a separate daemon), and after a `delete` it stays on as a pool standby if a post is free.
- * Everything else (-v, other actions, SHIM_STANDBY=0, any failure before the job is owned)
- * execs Node with the shim as before. The TypeScript side holds all the policy.
+ * container. When a standby shim process of this pool is up, the launcher offers it the job
+ * (argv, cwd and its stdin/stdout/stderr over SCM_RIGHTS) and exits with the job's status.
+ * When no standby takes the job, it boots one for this job alone (a forked
+ * `node main.js -standby <post> -address A -namespace NS -job-fd 3`, the job offered over a
+ * socketpair): a `start` makes it the daemon, so the container costs one Node boot instead of
+ * two, and after a `delete` it stays on as a pool standby if a post is free. Everything else
+ * (-v, other actions, SHIM_STANDBY=0, a job no standby took) execs Node with the shim as before.
+ *
+ * The conversation is the hand-over protocol of docs/standby-protocol.md: OFFER, ACCEPT, COMMIT,
+ * RUNNING, STATUS. A job is run at most once: the launcher commits only after an ACCEPT, never
+ * offers a job again once it read RUNNING, and runs it itself only when no standby said RUNNING.
+ * The pool key and the constants are the TypeScript side's (src/pool/key.ts, constants.ts via
+ * the generated gen/pool_constants.h).
  *
  * Usage (from bin/containerd-shim-runc-v2): shim-launcher <main.js> [shim args...]
- * Protocol: one message {"kind":"job","argv":[...],"cwd":"...","ppid":N,"sent":<epoch ms>,"argv0":"..."}
- * with fds 0,1,2 (argv0: the binary containerd ran, SHIM_ARGV0, which the daemon shows as its own
- * in ps; src/shim/identity.ts);
- * the standby answers 'A' once it owns the job, then one byte: the exit status.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -30,22 +31,14 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
+#include "gen/pool_constants.h"
 
-#define ACCEPT_TIMEOUT_MS 3000
-/* A fresh Node process must boot before it owns the job; under load that takes a while. */
-#define DIRECT_ACCEPT_TIMEOUT_MS 20000
-#define MAX_MSG 4000
-#define POOL_SIZE 2
-/*
- * Bytes of argument range a booted standby gets (empty arguments after its flags), so that as a
- * daemon it can rewrite its command line to the Go shim's (src/shim/identity.ts). TITLE_ROOM in
- * src/shim/pool.ts says how it is sized; keep both equal.
- */
-#define TITLE_ROOM 1024
+extern char **environ;
 
 static void exec_node(int argc, char **argv) {
   /* argv[1] is main.js, argv[2..] the shim's arguments. */
@@ -63,8 +56,8 @@ static void exec_node(int argc, char **argv) {
   _exit(1);
 }
 
-/* Go flag syntax: returns the action (first non-flag argument) and the -address value. */
-static const char *parse(int argc, char **argv, const char **address, int *version) {
+/* Go flag syntax: returns the action (first non-flag argument), -address and -namespace. */
+static const char *parse(int argc, char **argv, const char **address, const char **namespace, int *version) {
   static const char *with_value[] = {"namespace", "id", "address", "publish-binary", "bundle", "socket", "standby", "job-fd", NULL};
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
@@ -77,35 +70,89 @@ static const char *parse(int argc, char **argv, const char **address, int *versi
     for (int k = 0; with_value[k]; k++)
       if (strlen(with_value[k]) == len && strncmp(with_value[k], name, len) == 0) takes = 1;
     if (len == 1 && name[0] == 'v') *version = 1;
+    if (len == 7 && strncmp(name, "version", 7) == 0) *version = 1;
     if (!takes) continue;
     const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : "");
     if (len == 7 && strncmp(name, "address", 7) == 0) *address = value;
+    if (len == 9 && strncmp(name, "namespace", 9) == 0) *namespace = value;
   }
   return "";
 }
 
-/* FNV-1a 64: the same key the TypeScript side computes (src/shim/pool.ts). */
-static uint64_t fnv(uint64_t h, const char *s, size_t n) {
-  for (size_t i = 0; i < n; i++) { h ^= (unsigned char)s[i]; h *= 0x100000001b3ULL; }
+/* Fault injection for the protocol's tests (src/pool/faults.ts): SHIM_FAULT_SENDER=<step>:kill|stall:<ms>. */
+static void fault(const char *step) {
+  const char *spec = getenv("SHIM_FAULT_SENDER");
+  size_t n = strlen(step);
+  if (!spec || strncmp(spec, step, n) != 0 || spec[n] != ':') return;
+  const char *what = spec + n + 1;
+  if (strcmp(what, "kill") == 0) raise(SIGKILL);
+  if (strncmp(what, "stall:", 6) == 0) {
+    long ms = atol(what + 6);
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+  }
+}
+
+/* FNV-1a 64 over bytes, as fnv1a64 in src/pool/key.ts. */
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+  const unsigned char *s = p;
+  for (size_t i = 0; i < n; i++) { h ^= s[i]; h *= 0x100000001b3ULL; }
   return h;
 }
 
-static int standby_path(const char *main_js, const char *address, char *out, size_t outlen) {
-  char real[PATH_MAX];
+static uint64_t fnv_part(uint64_t h, const char *s) {
+  return fnv(h, s, strlen(s) + 1); /* each part NUL-terminated */
+}
+
+/* Whether the variable `entry` (NAME=value) is in KEY_ENV_IGNORED. */
+static int ignored(const char *entry) {
+  const char *eq = strchr(entry, '=');
+  size_t len = eq ? (size_t)(eq - entry) : strlen(entry);
+  const char *list = POOL_KEY_ENV_IGNORED;
+  while (*list) {
+    const char *comma = strchr(list, ',');
+    size_t l = comma ? (size_t)(comma - list) : strlen(list);
+    if (l == len && strncmp(list, entry, len) == 0) return 1;
+    if (!comma) break;
+    list = comma + 1;
+  }
+  return 0;
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The pool's base path, as poolBase in src/pool/key.ts. */
+static int pool_base(const char *main_js, const char *address, const char *namespace, char *out, size_t outlen) {
+  char real[PATH_MAX], num[64];
   struct stat st;
-  if (!realpath(main_js, real) || stat(real, &st) != 0) return -1;
-  const char *ttrpc = getenv("TTRPC_ADDRESS");
-  if (!ttrpc) ttrpc = "";
-  char mtime[32];
-  long long ms = (long long)st.st_mtim.tv_sec * 1000LL + st.st_mtim.tv_nsec / 1000000L;
-  snprintf(mtime, sizeof mtime, "%lld", ms);
-  const char zero = '\0';
   uint64_t h = 0xcbf29ce484222325ULL;
-  h = fnv(h, address, strlen(address)); h = fnv(h, &zero, 1);
-  h = fnv(h, ttrpc, strlen(ttrpc));     h = fnv(h, &zero, 1);
-  h = fnv(h, real, strlen(real));       h = fnv(h, &zero, 1);
-  h = fnv(h, mtime, strlen(mtime));
-  return snprintf(out, outlen, "/run/containerd/s/standby-%016llx", (unsigned long long)h) < (int)outlen ? 0 : -1;
+  h = fnv_part(h, "shim-pool-v1");
+  snprintf(num, sizeof num, "%u", (unsigned)geteuid()); h = fnv_part(h, num);
+  snprintf(num, sizeof num, "%u", (unsigned)getegid()); h = fnv_part(h, num);
+  if (realpath(main_js, real) && stat(real, &st) == 0) {
+    h = fnv_part(h, real);
+    snprintf(num, sizeof num, "%lld", (long long)st.st_mtim.tv_sec * 1000LL + st.st_mtim.tv_nsec / 1000000L);
+    h = fnv_part(h, num);
+    snprintf(num, sizeof num, "%lld", (long long)st.st_size);
+    h = fnv_part(h, num);
+  } else {
+    h = fnv_part(h, "");
+  }
+  h = fnv_part(h, address);
+  h = fnv_part(h, namespace);
+  size_t n = 0;
+  for (char **e = environ; *e; e++) n++;
+  char **env = calloc(n + 1, sizeof *env);
+  if (!env) return -1;
+  size_t k = 0;
+  for (char **e = environ; *e; e++)
+    if (strchr(*e, '=') && !ignored(*e)) env[k++] = *e;
+  qsort(env, k, sizeof *env, cmp_str);
+  for (size_t i = 0; i < k; i++) h = fnv_part(h, env[i]);
+  free(env);
+  return snprintf(out, outlen, "%s/standby-%016llx", POOL_POST_DIR, (unsigned long long)h) < (int)outlen ? 0 : -1;
 }
 
 /* Appends s to buf as a JSON string. Returns -1 when it doesn't fit. */
@@ -139,18 +186,27 @@ static int append(char *buf, size_t cap, size_t *len, const char *s) {
   return 0;
 }
 
-static int read_byte(int fd, int timeout_ms, unsigned char *out) {
+/* One byte from fd within timeout_ms (-1: no limit, poll's clock is monotonic); -1 on EOF/timeout/error. */
+static int read_byte(int fd, int timeout_ms) {
   struct pollfd p = {.fd = fd, .events = POLLIN};
   int r;
   do { r = poll(&p, 1, timeout_ms); } while (r < 0 && errno == EINTR);
   if (r <= 0) return -1;
+  unsigned char b;
   ssize_t n;
-  do { n = read(fd, out, 1); } while (n < 0 && errno == EINTR);
+  do { n = read(fd, &b, 1); } while (n < 0 && errno == EINTR);
+  return n == 1 ? b : -1;
+}
+
+static int write_byte(int fd, int b) {
+  unsigned char c = (unsigned char)b;
+  ssize_t n;
+  do { n = send(fd, &c, 1, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
   return n == 1 ? 0 : -1;
 }
 
-/* Sends the job message with our stdin/stdout/stderr. */
-static int send_job(int sock, const char *msg, size_t len) {
+/* The offer: the job message with our stdin/stdout/stderr. */
+static int send_offer(int sock, const char *msg, size_t len) {
   int fds[3] = {0, 1, 2};
   union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof fds)]; } ctl;
   memset(&ctl, 0, sizeof ctl);
@@ -166,37 +222,87 @@ static int send_job(int sock, const char *msg, size_t len) {
   return sent == (ssize_t)len ? 0 : -1;
 }
 
-/* The job's status once the standby owns it (it answered 'A'); -1 when it never took it. */
-static int await_status(int sock, int accept_timeout_ms, const char *action) {
-  unsigned char b;
-  if (read_byte(sock, accept_timeout_ms, &b) != 0 || b != 'A') return -1;
-  if (read_byte(sock, -1, &b) != 0) {
+/*
+ * The sender's side of one conversation. Returns the job's status, or -1 when the job did not
+ * run there (no ACCEPT in time, REFUSE, or a close before RUNNING): then it may go elsewhere.
+ */
+static int converse(int sock, const char *msg, size_t len, int accept_timeout_ms, const char *action) {
+  fault("connect");
+  if (send_offer(sock, msg, len) != 0) return -1;
+  fault("offer");
+  if (read_byte(sock, accept_timeout_ms) != POOL_MSG_ACCEPT) return -1;
+  fault("accept");
+  if (write_byte(sock, POOL_MSG_COMMIT) != 0) return -1;
+  fault("commit");
+  /* Committed: the standby answers RUNNING or closes without having run anything. */
+  if (read_byte(sock, -1) != POOL_MSG_RUNNING) return -1;
+  fault("running");
+  int status = read_byte(sock, -1);
+  if (status < 0) {
     fprintf(stderr, "io.containerd.runc.v2: the standby shim died during %s", action);
     return 1;
   }
-  return b;
+  return status;
+}
+
+/* The Node a standby runs (SHIM_NODE, or node on PATH), resolved; 0 when unknown. */
+static int node_exe(char *out) {
+  const char *node = getenv("SHIM_NODE");
+  if (!node || !*node) node = "node";
+  if (strchr(node, '/')) return realpath(node, out) ? 1 : 0;
+  const char *path = getenv("PATH");
+  if (!path) path = "/usr/local/bin:/usr/bin:/bin";
+  char cand[PATH_MAX];
+  while (*path) {
+    const char *colon = strchr(path, ':');
+    size_t l = colon ? (size_t)(colon - path) : strlen(path);
+    if (l > 0 && (size_t)snprintf(cand, sizeof cand, "%.*s/%s", (int)l, path, node) < sizeof cand &&
+        access(cand, X_OK) == 0 && realpath(cand, out))
+      return 1;
+    if (!colon) break;
+    path = colon + 1;
+  }
+  return 0;
+}
+
+/*
+ * A standby must be ours: our uid and gid (SO_PEERCRED) and, where /proc tells, the Node we
+ * would run. The post's 0600 mode in a 0700 directory is the first fence; this is the second.
+ */
+static int peer_ok(int sock) {
+  struct ucred cred;
+  socklen_t l = sizeof cred;
+  if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &l) != 0) return 0;
+  if (cred.uid != geteuid() || cred.gid != getegid()) return 0;
+  char want[PATH_MAX], link[64], exe[PATH_MAX];
+  if (!node_exe(want)) return 1;
+  snprintf(link, sizeof link, "/proc/%d/exe", (int)cred.pid);
+  ssize_t n = readlink(link, exe, sizeof exe - 1);
+  if (n < 0) return 1; /* gone, or another pid namespace: uid and gid stand */
+  exe[n] = '\0';
+  return strcmp(exe, want) == 0;
 }
 
 /*
  * No standby took the job: boot one for it. The child gets /dev/null for 0-2 (it must not hold
  * containerd's pipes once the job is done), the socketpair as fd 3, its own process group like
- * every shim daemon, GOMAXPROCS=4 like the reference's daemon, and one malloc arena. Returns the job's status, or
- * -1 when the child never took the job (it is killed first, so the job runs at most once).
+ * every shim daemon, GOMAXPROCS=4 like the reference's daemon, and one malloc arena. Returns
+ * the job's status, or -1 when the child never took it (it is killed and waited for: no zombie).
  */
-static int run_direct(int argc, char **argv, const char *base, const char *msg, size_t len, const char *action) {
-  (void)argc;
+static int run_direct(char **argv, const char *base, const char *address, const char *namespace,
+                      const char *msg, size_t len, const char *action) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return -1;
   char post[sizeof ((struct sockaddr_un *)0)->sun_path];
   snprintf(post, sizeof post, "%s-0", base);
   const char *node = getenv("SHIM_NODE");
   if (!node || !*node) node = "node";
-  const char *fixed[] = {node, "--no-warnings", argv[1], "-standby", post, "-job-fd", "3"};
+  const char *fixed[] = {node, "--no-warnings", argv[1], "-standby", post, "-address", address, "-namespace", namespace, "-job-fd", "3"};
   const size_t nfixed = sizeof fixed / sizeof fixed[0];
   /* Each empty argument is one NUL byte of room; the shim's flag parser stops at the first. */
   size_t used = 0;
   for (size_t i = 0; i < nfixed; i++) used += strlen(fixed[i]) + 1;
-  size_t pad = used < TITLE_ROOM ? TITLE_ROOM - used : 0;
+  size_t pad = used < POOL_TITLE_ROOM ? POOL_TITLE_ROOM - used : 0;
   char **args = calloc(nfixed + pad + 1, sizeof *args);
   if (!args) { close(sv[0]); close(sv[1]); return -1; }
   for (size_t i = 0; i < nfixed; i++) args[i] = (char *)fixed[i];
@@ -213,7 +319,7 @@ static int run_direct(int argc, char **argv, const char *base, const char *msg, 
       for (int fd = 4; fd < 1024; fd++) close(fd);
     }
     setenv("GOMAXPROCS", "4", 1);
-    /* As daemonEnv() in src/shim/pool.ts: one malloc arena unless containerd chose. */
+    /* As daemonEnv() in src/pool/spawn.ts: one malloc arena unless containerd chose. */
     if (!getenv("MALLOC_ARENA_MAX")) {
       setenv("MALLOC_ARENA_MAX", "1", 1);
       setenv("SHIM_SET_MALLOC_ARENA_MAX", "1", 1);
@@ -223,27 +329,30 @@ static int run_direct(int argc, char **argv, const char *base, const char *msg, 
   }
   free(args);
   close(sv[1]);
-  int status = send_job(sv[0], msg, len) == 0 ? await_status(sv[0], DIRECT_ACCEPT_TIMEOUT_MS, action) : -1;
-  if (status < 0) kill(pid, SIGKILL);
+  int status = converse(sv[0], msg, len, POOL_DIRECT_ACCEPT_TIMEOUT_MS, action);
   close(sv[0]);
+  if (status < 0) {
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+  }
   return status;
 }
 
 int main(int argc, char **argv) {
   if (argc < 2) { fprintf(stderr, "usage: shim-launcher <main.js> [args...]\n"); return 2; }
-  const char *address = "";
+  const char *address = "", *namespace = "";
   int version = 0;
-  const char *action = parse(argc, argv, &address, &version);
+  const char *action = parse(argc, argv, &address, &namespace, &version);
   if (version || (strcmp(action, "start") != 0 && strcmp(action, "delete") != 0) ||
       (getenv("SHIM_STANDBY") && strcmp(getenv("SHIM_STANDBY"), "0") == 0))
     exec_node(argc, argv);
 
   char base[sizeof ((struct sockaddr_un *)0)->sun_path - 4];
-  if (standby_path(argv[1], address, base, sizeof base) != 0) exec_node(argc, argv);
+  if (pool_base(argv[1], address, namespace, base, sizeof base) != 0) exec_node(argc, argv);
 
   char cwd[PATH_MAX];
   if (!getcwd(cwd, sizeof cwd)) exec_node(argc, argv);
-  char msg[MAX_MSG];
+  char msg[POOL_MAX_OFFER];
   size_t len = 0;
   char num[32];
   int ok = append(msg, sizeof msg, &len, "{\"kind\":\"job\",\"argv\":[") == 0;
@@ -252,36 +361,27 @@ int main(int argc, char **argv) {
     ok = ok && json_str(msg, sizeof msg, &len, argv[i]) == 0;
   }
   snprintf(num, sizeof num, "%d", (int)getppid());
-  /* When the job was sent: a standby refuses one older than a second, wherever it queued. */
-  struct timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  char sent[32];
-  snprintf(sent, sizeof sent, "%lld", (long long)now.tv_sec * 1000LL + now.tv_nsec / 1000000L);
   ok = ok && append(msg, sizeof msg, &len, "],\"cwd\":") == 0 && json_str(msg, sizeof msg, &len, cwd) == 0 &&
-       append(msg, sizeof msg, &len, ",\"ppid\":") == 0 && append(msg, sizeof msg, &len, num) == 0 &&
-       append(msg, sizeof msg, &len, ",\"sent\":") == 0 && append(msg, sizeof msg, &len, sent) == 0;
+       append(msg, sizeof msg, &len, ",\"ppid\":") == 0 && append(msg, sizeof msg, &len, num) == 0;
+  /* The binary containerd ran (SHIM_ARGV0), which a daemon shows as its own (src/shim/identity.ts). */
   const char *argv0 = getenv("SHIM_ARGV0");
   if (ok && argv0 && *argv0)
     ok = append(msg, sizeof msg, &len, ",\"argv0\":") == 0 && json_str(msg, sizeof msg, &len, argv0) == 0;
   ok = ok && append(msg, sizeof msg, &len, "}") == 0;
   if (!ok) exec_node(argc, argv);
 
-  /*
-   * The pool's posts, in order (POOL_SIZE in src/shim/pool.ts). A standby that does not answer
-   * 'A' did not take the job (busy adopting, retiring; it refuses any job older than a second,
-   * so one we gave up on never runs later): try the next one.
-   */
-  for (int i = 0; i < POOL_SIZE; i++) {
+  /* The pool's posts, in order: a standby that did not say RUNNING did not run the job. */
+  for (int i = 0; i < POOL_POOL_SIZE; i++) {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s-%d", base, i);
     int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (sock < 0) break;
-    if (connect(sock, (struct sockaddr *)&sa, sizeof sa) != 0) { close(sock); continue; }
-    int status = send_job(sock, msg, len) == 0 ? await_status(sock, ACCEPT_TIMEOUT_MS, action) : -1;
+    if (connect(sock, (struct sockaddr *)&sa, sizeof sa) != 0 || !peer_ok(sock)) { close(sock); continue; }
+    int status = converse(sock, msg, len, POOL_ACCEPT_TIMEOUT_MS, action);
     close(sock);
     if (status >= 0) return status;
   }
-  int status = run_direct(argc, argv, base, msg, len, action);
+  int status = run_direct(argv, base, address, namespace, msg, len, action);
   if (status >= 0) return status;
   exec_node(argc, argv);
 }

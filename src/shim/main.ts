@@ -35,11 +35,16 @@ async function main(): Promise<void> {
     process.exit(0);
   }
   // Daemons and standbys: forget the malloc setting their spawner added (no-op otherwise).
-  const { scrubMallocEnv } = await import('./pool.js');
+  const { scrubMallocEnv } = await import('../pool/spawn.js');
   scrubMallocEnv();
   if (flags.standby) {
-    const { runStandby } = await import('./standby.js');
-    return runStandby(flags);
+    const [{ runStandby }, { start }, { deleteAction }, { serve }, { readCapped }, { warmUp }] = await Promise.all([
+      import('../pool/standby.js'), import('./start.js'), import('./delete.js'), import('./serve.js'), import('./stdin.js'), import('./warmup.js'),
+    ]);
+    return runStandby(flags, {
+      parseFlags, start, deleteAction, readCapped, warmUp,
+      serve: (f, fd, onQuiet) => serve({ ...f, standby: '', jobFd: '', action: '' }, fd, { onQuiet }),
+    });
   }
   if (!flags.namespace) fail('shim namespace cannot be empty');
   switch (flags.action) {

@@ -11,8 +11,9 @@ import { SOCKET_DIR, SOCKET_PATH_LIMIT, groupId, socketAddress, socketPath } fro
 import { parseStartInput, startOutput } from './bootstrap.js';
 import { readCapped } from './stdin.js';
 import type { ShimFlags } from './flags.js';
-import { handOver } from './handover.js';
-import { spawnShimProcess, spawnStandby, standbyEnabled, standbyPath, standbyPosts } from './pool.js';
+import { handOver } from '../pool/offer.js';
+import { ownPoolBase, postsOf } from '../pool/key.js';
+import { spawnShimProcess, spawnStandby, standbyEnabled } from '../pool/spawn.js';
 
 const BACKLOG = 128;
 
@@ -35,17 +36,17 @@ function processContext(flags: ShimFlags): StartContext {
     ppid: process.ppid,
     readStdin: () => readCapped(0),
     async launch(fd) {
-      const posts = standbyEnabled() ? standbyPosts(standbyPath(flags.address, process.env.TTRPC_ADDRESS ?? '')) : [];
-      const adoption = { namespace: flags.namespace, id: flags.id, address: flags.address, debug: flags.debug, bundle: process.cwd() };
+      const posts = standbyEnabled() ? postsOf(ownPoolBase(flags.address, flags.namespace)) : [];
+      const adoption = { argv: daemonArgs(flags), bundle: process.cwd(), argv0: process.env.SHIM_ARGV0 };
       let pid: number | undefined;
       let used: string | undefined;
       for (const post of posts) {
         pid = await handOver(post, adoption, fd);
         if (pid !== undefined) { used = post; break; }
       }
-      if (pid === undefined) pid = spawnDaemon(flags, fd);
+      pid ??= spawnDaemon(flags, fd);
       // Refill the post we emptied; with none up yet, fill the whole pool.
-      for (const post of used ? [used] : posts) spawnStandby(post);
+      for (const post of used ? [used] : posts) spawnStandby({ post, address: flags.address, namespace: flags.namespace });
       return pid;
     },
   };
@@ -94,11 +95,16 @@ export async function start(flags: ShimFlags, ctx: StartContext = processContext
   }
 }
 
-function spawnDaemon(flags: ShimFlags, fd: number): number {
+/** The daemon's flags (the reference's daemon line, containerd v2.3.4 manager_linux.go newCommand). */
+function daemonArgs(flags: ShimFlags): string[] {
   const args = ['-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
   if (flags.debug) args.push('-debug');
+  return args;
+}
+
+function spawnDaemon(flags: ShimFlags, fd: number): number {
   try {
-    return spawnShimProcess(args, { cwd: process.cwd(), fds: [-1, -1, -1, fd] });
+    return spawnShimProcess(daemonArgs(flags), { cwd: process.cwd(), fds: [-1, -1, -1, fd] });
   } catch (e) {
     throw new Error(`failed to start shim daemon: ${(e as Error).message}`, { cause: e });
   }

@@ -24,7 +24,7 @@ import type { TaskService } from '../task/service.js';
 import { parseFlags } from './flags.js';
 import { deleteAction } from './delete.js';
 import { fromOurUser } from './serve.js';
-import { warmupSocketPath } from './pool.js';
+import { warmupSocketPath } from '../pool/claim.js';
 
 type Codec = { encode(m: unknown): { finish(): Uint8Array }; decode(b: Uint8Array): unknown; fromPartial(o: object): unknown };
 

@@ -26,7 +26,8 @@ import {
   readlinkSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { claimPath, poolOf, warmupSocketPath } from '../../src/shim/pool.js';
+import { claimPath, warmupSocketPath } from '../../src/pool/claim.js';
+import { baseOf, postsOf } from '../../src/pool/key.js';
 import {
   CRI_PLUGINS, configVersion, selectedDaemon, splitCriSettings, translateCriToml, type Daemon,
 } from './daemons.js';
@@ -690,7 +691,7 @@ class Instance implements Containerd {
       }
     }
     // A standby killed while booting leaves its post's `.booting` claim.
-    const pool = [...posts].flatMap(poolOf);
+    const pool = [...posts].flatMap((p) => postsOf(baseOf(p)));
     // ... and one killed while warming up its `warmup-<pid>` socket (src/shim/warmup.ts).
     const warm = killed.map((pid) => warmupSocketPath(pid));
     for (const s of [...sockets, ...pool, ...pool.map(claimPath), ...warm]) rmSync(s, { force: true });

@@ -122,27 +122,34 @@ test('identifiers: no path traversal or separators', () => {
   for (const bad of ['', '..', '../x', 'a/b', '.a', 'a..b', 'a'.repeat(77), 'a b']) assert.equal(isValidIdentifier(bad), false, bad);
 });
 
-test('standby boot claims: one claimant per post, a stale claim is taken over, release frees it', async () => {
+test('standby boot claims: one claimant per post, a dead owner\'s claim is taken over, release frees it', async () => {
   const fs = await import('node:fs');
   const os = await import('node:os');
   const path = await import('node:path');
-  const { claimBoot, releaseBoot, postServed } = await import('../../src/shim/pool.js');
+  const { spawnSync } = await import('node:child_process');
+  const { claimBoot, passClaim, releaseBoot, postServed } = await import('../../src/pool/claim.js');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'claims-'));
   try {
     const post = path.join(dir, 'standby-x-0');
     assert.equal(postServed(post), false);
     assert.equal(claimBoot(post), true);
     assert.equal(postServed(post), true, 'a standby is booting for it');
-    assert.equal(claimBoot(post), false, 'a fresh claim holds');
-    const old = new Date(Date.now() - 60_000);
+    assert.equal(claimBoot(post), false, 'a live owner\'s claim holds');
+    // An old claim file of a live owner still holds: no clock decides (a clock step cannot free it).
+    const old = new Date(Date.now() - 3_600_000);
     fs.utimesSync(`${post}.booting`, old, old);
-    assert.equal(postServed(post), false, 'a stale claim serves nothing');
-    assert.equal(claimBoot(post), true, 'a claim older than the boot limit is stale');
+    assert.equal(claimBoot(post), false, 'age does not make a claim stale');
+    // Passed to a process that has exited: stale, whatever its age.
+    const gone = spawnSync('true').pid;
+    passClaim(post, gone);
+    assert.equal(postServed(post), false, 'a dead owner\'s claim serves nothing');
+    assert.equal(claimBoot(post), true, 'and is taken over');
     releaseBoot(post);
     assert.equal(fs.existsSync(`${post}.booting`), false);
     assert.equal(claimBoot(post), true);
     releaseBoot(post);
     releaseBoot(post); // idempotent
+    assert.deepEqual(fs.readdirSync(dir), [], 'no temp file left behind');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -167,7 +174,7 @@ test('writePrivateTemp: exclusive 0600 files with distinct names', async () => {
 });
 
 test("daemon environment: GOMAXPROCS=4 always; one malloc arena unless containerd chose, forgotten after exec", async () => {
-  const { daemonEnv, scrubMallocEnv } = await import('../../src/shim/pool.js');
+  const { daemonEnv, scrubMallocEnv } = await import('../../src/pool/spawn.js');
   const e = daemonEnv({ PATH: '/bin', GOMAXPROCS: '2' });
   assert.equal(e.GOMAXPROCS, '4');
   assert.equal(e.MALLOC_ARENA_MAX, '1');
@@ -179,27 +186,28 @@ test("daemon environment: GOMAXPROCS=4 always; one malloc arena unless container
   assert.equal(own.MALLOC_ARENA_MAX, '8', "containerd's own setting stays");
 });
 
-test('sweepLitter: stale boot claims and warm-up sockets of dead processes go, live ones stay', async () => {
+test('sweepLitter: claims of dead owners and warm-up sockets of dead processes go, live ones stay', async () => {
   const fs = await import('node:fs');
-  const { sweepLitter, warmupSocketPath } = await import('../../src/shim/pool.js');
+  const { spawnSync } = await import('node:child_process');
+  const { claimBoot, passClaim, sweepLitter, warmupSocketPath } = await import('../../src/pool/claim.js');
   const dir = '/run/containerd/s';
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const tag = `sweeptest${process.pid}`;
-  const stale = `${dir}/standby-${tag}-0.booting`;
-  const fresh = `${dir}/standby-${tag}-1.booting`;
+  const dead = `${dir}/standby-${tag}-0`;
+  const live = `${dir}/standby-${tag}-1`;
   const deadWarm = warmupSocketPath(4_194_304 + 1000); // above any pid_max: never a live pid
   const liveWarm = warmupSocketPath(process.pid);
   try {
-    for (const f of [stale, fresh, deadWarm, liveWarm]) fs.writeFileSync(f, '');
-    const old = new Date(Date.now() - 60_000);
-    fs.utimesSync(stale, old, old);
+    for (const f of [deadWarm, liveWarm]) fs.writeFileSync(f, '');
+    assert.ok(claimBoot(dead) && claimBoot(live));
+    passClaim(dead, spawnSync('true').pid);
     sweepLitter();
-    assert.equal(fs.existsSync(stale), false);
-    assert.equal(fs.existsSync(fresh), true);
+    assert.equal(fs.existsSync(`${dead}.booting`), false);
+    assert.equal(fs.existsSync(`${live}.booting`), true);
     assert.equal(fs.existsSync(deadWarm), false);
     assert.equal(fs.existsSync(liveWarm), true);
   } finally {
-    for (const f of [stale, fresh, deadWarm, liveWarm]) fs.rmSync(f, { force: true });
+    for (const f of [`${dead}.booting`, `${live}.booting`, deadWarm, liveWarm]) fs.rmSync(f, { force: true });
   }
 });
 

@@ -12,7 +12,8 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseFlags } from '../../src/shim/flags.js';
-import { TITLE_ROOM, withTitleRoom } from '../../src/shim/pool.js';
+import { withTitleRoom } from '../../src/pool/spawn.js';
+import { TITLE_ROOM } from '../../src/pool/constants.js';
 
 const DIST_SRC = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src');
 const NATIVE = pathToFileURL(path.join(DIST_SRC, 'sys', 'native.js')).href;

@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: Apache-2.0
+// Which pool a `start` or `delete` may be served from. A standby boots with the environment of
+// the shim that spawned it and runs jobs with it, so a pool is keyed by everything a fresh shim
+// process would take from outside besides its job: the user and group it runs as, the build of
+// the shim (path, mtime and size of the bundle), containerd's address and namespace flags, and
+// the whole environment containerd gave it (TTRPC_ADDRESS, GRPC_ADDRESS, NAMESPACE, SCHED_CORE,
+// PATH, proxies, …) but the few names in KEY_ENV_IGNORED. The job itself (argv, cwd, stdin with
+// containerd 2.3's BootstrapParams) travels with each offer. native/launcher/launcher.c computes
+// the same key; test/e2e/pool.test.ts holds them equal.
+import fs from 'node:fs';
+import { KEY_ENV_IGNORED, POOL_SIZE, POST_DIR } from './constants.js';
+
+const IGNORED = new Set(KEY_ENV_IGNORED.split(','));
+
+/** What keys a pool. */
+export interface PoolKeyInput {
+  uid: number;
+  gid: number;
+  /** The shim's entry script (dist/shim/main.js). */
+  entry: string;
+  /** `-address` and `-namespace` of the job. */
+  address: string;
+  namespace: string;
+  env: NodeJS.ProcessEnv;
+}
+
+/** FNV-1a, 64 bit, over bytes: a short stable name (not a security boundary: 0600 posts, peer checks). */
+function fnv1a64(bytes: Uint8Array): string {
+  let h = 0xcbf29ce484222325n;
+  for (const b of bytes) {
+    h ^= BigInt(b);
+    h = (h * 0x100000001b3n) & 0xffffffffffffffffn;
+  }
+  return h.toString(16).padStart(16, '0');
+}
+
+/** `NAME=value` for every keying variable, sorted by bytes (as the launcher's strcmp). */
+function keyedEnv(env: NodeJS.ProcessEnv): Buffer[] {
+  return Object.entries(env)
+    .filter((e): e is [string, string] => e[1] !== undefined && !IGNORED.has(e[0]))
+    .map(([k, v]) => Buffer.from(`${k}=${v}`, 'utf8'))
+    .sort((a, b) => Buffer.compare(a, b));
+}
+
+/** The build's identity: the resolved entry's path, mtime (ms) and size; '' when unreadable. */
+function buildIdentity(entry: string): string {
+  try {
+    const real = fs.realpathSync(entry);
+    const st = fs.statSync(real, { bigint: true });
+    return `${real}\0${st.mtimeNs / 1_000_000n}\0${st.size}`;
+  } catch {
+    return '';
+  }
+}
+
+/** The bytes the key is the hash of; each part NUL-terminated. */
+function keyMaterial(k: PoolKeyInput): Buffer {
+  const head = `shim-pool-v1\0${k.uid}\0${k.gid}\0${buildIdentity(k.entry)}\0${k.address}\0${k.namespace}\0`;
+  const parts: Uint8Array[] = [Buffer.from(head, 'utf8')];
+  for (const e of keyedEnv(k.env)) parts.push(e, Buffer.alloc(1));
+  return Buffer.concat(parts);
+}
+
+/** The base name of a pool's posts: `<POST_DIR>/standby-<key>`; post i is `<base>-<i>`. */
+export function poolBase(k: PoolKeyInput, dir = POST_DIR): string {
+  return `${dir}/standby-${fnv1a64(keyMaterial(k))}`;
+}
+
+/** The pool key of this process, as a `start`/`delete` with these flags would compute it. */
+export function ownPoolBase(address: string, namespace: string, env = process.env): string {
+  return poolBase({ uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0, entry: process.argv[1] ?? '', address, namespace, env });
+}
+
+/** The posts of the pool whose base is `base`, in the order senders try them. */
+export function postsOf(base: string): string[] {
+  return Array.from({ length: POOL_SIZE }, (_, i) => `${base}-${i}`);
+}
+
+/** The base of the pool `post` belongs to. */
+export function baseOf(post: string): string {
+  return post.replace(/-\d+$/, '');
+}
