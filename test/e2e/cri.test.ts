@@ -38,7 +38,7 @@ import {
 import { DEFAULT_IMAGE_REF, PAUSE_IMAGE_REF, ensureBusyboxImage, ensurePauseImage } from '../support/image.js';
 import { OUR_SHIM, REFERENCE_SHIM, REPO_ROOT, shimsUnderTest, type ShimName } from '../support/shims.js';
 import {
-  ContainerState, CriClient, CriError, NamespaceMode, PodSandboxState, containerConfig, podSandboxConfig,
+  ContainerState, CriClient, CriError, NamespaceMode, PodSandboxState, containerConfig, criRuntimeConfig, podSandboxConfig,
   type PodSandboxConfig,
 } from '../support/cri.js';
 
@@ -305,15 +305,7 @@ for (const shim of shims) {
         cri: true,
         pathPrepend,
         criSettings: `sandbox_image = ${JSON.stringify(PAUSE_IMAGE_REF)}`,
-        extraConfig: [
-          '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]',
-          '  runtime_type = "io.containerd.runc.v2"',
-          '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]',
-          '  SystemdCgroup = false',
-          '[plugins."io.containerd.grpc.v1.cri".cni]',
-          `  bin_dir = ${JSON.stringify(CNI_BIN_DIR)}`,
-          `  conf_dir = ${JSON.stringify(netd)}`,
-        ].join('\n'),
+        extraConfig: criRuntimeConfig({ cniBinDir: CNI_BIN_DIR, cniConfDir: netd }),
       });
       await ensureBusyboxImage(c, [NS]);
       await ensurePauseImage(c, [NS]);

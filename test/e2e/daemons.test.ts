@@ -29,7 +29,7 @@ import { DAEMON_NAMES, daemonVersion, findDaemon, type Daemon, type DaemonName }
 import { DEFAULT_IMAGE_REF, PAUSE_IMAGE_REF, ensureBusyboxImage, ensurePauseImage } from '../support/image.js';
 import { PTY_DRIVE, parseEvents, runProcess, stripLogTimes } from '../support/parity.js';
 import { OUR_SHIM, REPO_ROOT, shimsUnderTest, type ShimName, type ShimUnderTest } from '../support/shims.js';
-import { ContainerState, CriClient, containerConfig, podSandboxConfig } from '../support/cri.js';
+import { ContainerState, CriClient, containerConfig, criRuntimeConfig, podSandboxConfig } from '../support/cri.js';
 
 const NS = 'default';
 const CRI_NS = 'k8s.io';
@@ -183,23 +183,20 @@ class Lane {
       `  mv "${this.gate}/hold-$id" "${this.gate}/entered-$id" 2>/dev/null &&`,
       `  while [ ! -e "${this.gate}/release-$id" ]; do sleep 0.05; done; break; fi; done; fi`,
       `exec ${real} "$@"`, ''].join('\n'), { mode: 0o755 });
-    const q = JSON.stringify;
     // Two CRI runtime handlers with the same runtime type (so the same runtime-options message),
     // each naming its shim binary: `runc` (the default handler, which must exist once any runtime
     // is configured) this daemon's Go shim, `ours` this repository's.
-    const handler = (name: string, path: string) => [
-      `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.${name}]`,
-      '  runtime_type = "io.containerd.runc.v2"',
-      `  runtime_path = ${q(path)}`,
-      `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.${name}.options]`,
-      '  SystemdCgroup = false',
-    ];
     this.c = await startContainerd({
       daemon: this.daemon,
       pathPrepend: [this.gate],
       cri: true,
-      criSettings: `sandbox_image = ${q(PAUSE_IMAGE_REF)}`,
-      extraConfig: [...handler(CRI_HANDLER.reference, this.daemon.shim), ...handler(CRI_HANDLER.ours, OUR_SHIM)].join('\n'),
+      criSettings: `sandbox_image = ${JSON.stringify(PAUSE_IMAGE_REF)}`,
+      extraConfig: criRuntimeConfig({
+        handlers: [
+          { name: CRI_HANDLER.reference, runtimePath: this.daemon.shim },
+          { name: CRI_HANDLER.ours, runtimePath: OUR_SHIM },
+        ],
+      }),
     });
     await ensureBusyboxImage(this.c, [NS, CRI_NS]);
     await ensurePauseImage(this.c, [CRI_NS]);

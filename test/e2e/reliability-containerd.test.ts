@@ -160,7 +160,7 @@ describe('reliability with a real containerd', () => {
       // While containerd is down: the container exits (status 7); its shim reaps it and queues the events.
       fs.closeSync(fs.openSync(go, fs.constants.O_RDWR | fs.constants.O_NONBLOCK));
       await settle(() => isAlive(r1.pid), (a) => !a, 10_000);
-      await sleep(1500);
+      await settle(() => fs.existsSync(`/proc/${r1.pid}`), (e) => !e, 10_000); // reaped by its shim
       logFrom = fs.statSync(c.logPath).size;
     });
     assert.ok(isAlive(shim1) && isAlive(shim2), 'both shims outlived containerd');

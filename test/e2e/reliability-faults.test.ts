@@ -182,13 +182,15 @@ describe('reliability: faults', () => {
     await lab.events.start();
     const mine = (envs: Envelope[]) => envs.filter((e) => e.namespace === lab.namespace && containerOf(e) === id);
     await lab.events.until((envs) => mine(envs).length >= 7, 20_000);
-    await sleep(500);
+    // A Shutdown drains the publisher before the daemon exits: once it is gone, nothing of its
+    // queue (no retry, no duplicate) is still to come.
+    await client.shutdown(id).catch(() => undefined);
+    await settle(() => isAlive(shim.pid), (a) => !a, 10_000);
     const topics = mine(lab.events.envelopes).map((e) => e.topic);
     assert.deepEqual(topics, ['/tasks/create', '/tasks/start', '/tasks/exec-added', '/tasks/exec-started', '/tasks/exit', '/tasks/exit', '/tasks/delete']);
     const exits = exitEvents(mine(lab.events.envelopes), lab.namespace).map((e) => [e.id, e.exitStatus]);
     assert.deepEqual(exits, [['e', 5], [id, 7]]);
     t.diagnostic(`events down ${Date.now() - downAt} ms: ${topics.length} events queued and delivered once, in order, after the endpoint came back`);
-    await client.shutdown(id).catch(() => undefined);
   });
 
   test('the event queue is bounded: with the endpoint down, the oldest events beyond the bound are dropped and counted', { timeout: 60_000 }, async (t) => {
@@ -200,8 +202,8 @@ describe('reliability: faults', () => {
     const dropped = pub.dropped;
     await ep.start();
     await ep.until((envs) => envs.length >= pending, 30_000);
+    // close() resolves once every queued event is acknowledged, i.e. recorded by the endpoint.
     const drained = await pub.close(5000);
-    await sleep(200);
     const got = ep.envelopes.map((e) => e.topic);
     await ep.stop();
     t.diagnostic(`publisher bound: ${N} published while down, ${pending} queued, ${dropped} dropped (oldest), ${got.length} delivered once in order`);
@@ -235,7 +237,8 @@ describe('reliability: faults', () => {
     await client.start(id);
     await settle(() => received, (n) => n > 256 * 1024, 10_000, 5);
     sock.pause();
-    await sleep(1500);
+    // The pipe and the fifo fill up, then the container blocks writing its stdout.
+    await settle(() => wchan(pid), (w) => /pipe_write$/.test(w), 20_000);
     const stalledAt = received;
     const during = figures(shim.pid);
     const blocked = wchan(pid);

@@ -218,7 +218,9 @@ describe('reliability: security', () => {
     await s2.client.start(uid);
     await s2.client.exec({ id: uid, execId: 'e1', spec: ShimLab.execSpec(['sleep', '100000']), stdout: `file://${logs}/e1.log` });
     await s2.client.start(uid, 'e1');
-    await sleep(200);
+    // Every file is there once the init's output has reached its log and the exec's log exists.
+    const hasHi = () => { try { return fs.readFileSync(path.join(logs, 'out.log'), 'utf8').includes('hi'); } catch { return false; } };
+    await settle(() => hasHi() && fs.existsSync(path.join(logs, 'e1.log')), (ok) => ok, 10_000);
     const files = [...walk(bundle), ...walk(logs), s2.socket];
     const report = files.map((f) => {
       const st = fs.lstatSync(f);

@@ -17,6 +17,7 @@ import { TaskClient } from '../support/taskclient.js';
 import { FifoReader, mkfifo } from '../support/fifo.js';
 import { OUR_SHIM_BIN } from '../support/shimproc.js';
 import { Status } from '../../src/gen/containerd/types/task.js';
+import { TaskDelete } from '../../src/gen/containerd/events/task.js';
 import { Options } from '../../src/gen/containerd/runc/v1/runc.js';
 import { Code } from '../../src/ttrpc/index.js';
 
@@ -153,7 +154,8 @@ describe('reliability: supervision', () => {
     await client.exec({ id, execId: 'x1', spec: ShimLab.execSpec(['sh', '-c', '(usleep 300000; exit 9) & exit 4']) });
     const { pid: execPid } = await client.start(id, 'x1');
     assert.equal((await within(client.wait(id, 'x1'), RPC_MS, 'Wait x1')).exitStatus, 4);
-    await sleep(600); // the orphan exits with 9 meanwhile
+    // The exec's backgrounded child, re-parented to the shim, exits with 9 and is reaped.
+    await settle(() => childrenOf(shim.pid).filter((c) => c !== init && !orphans.includes(c)), (l) => l.length === 0, 10_000);
     releaseBarrier(go);
     assert.equal((await within(client.wait(id), RPC_MS, 'Wait init')).exitStatus, 3);
     // The shim's kill-all (host pid namespace) took the orphans down; they were reaped.
@@ -162,7 +164,9 @@ describe('reliability: supervision', () => {
     for (const o of orphans) assert.equal(isAlive(o), false, `orphan ${o} gone`);
     await client.delete(id, 'x1');
     await client.delete(id);
-    await sleep(300);
+    // Events go out in order: once the /tasks/delete is in, any exit published before it is too.
+    await lab.events.until((envs) => envs.some((e) => e.namespace === lab.namespace && e.topic === '/tasks/delete' &&
+      TaskDelete.decode(e.event!.value).containerId === id));
     const exits = lab.exits().filter((e) => e.containerId === id);
     assert.deepEqual(exits.map((e) => [e.id, e.pid, e.exitStatus]), [['x1', execPid, 4], [id, init, 3]],
       'only the init and the exec are reported, once each; the orphans (9, 137) are not');

@@ -226,3 +226,51 @@ export function containerConfig(o: ContainerOptions): ContainerConfig {
     },
   });
 }
+
+// ---------------------------------------------------------------------------------------------
+// containerd's CRI runtime configuration
+
+export interface CriRuntimeHandler {
+  /** The CRI runtime handler's name (RunPodSandbox's runtimeHandler; `runc` is the default one). */
+  name: string;
+  /** runtime_path: the shim binary. Without, containerd finds containerd-shim-runc-v2 on its PATH. */
+  runtimePath?: string;
+  /** The runc option ShimCgroup: the cgroup the shim daemon moves itself into. */
+  shimCgroup?: string;
+}
+
+export interface CriRuntimeOptions {
+  /** The runtime handlers, each runtime_type io.containerd.runc.v2 with the cgroupfs driver. Default: `runc`. */
+  handlers?: CriRuntimeHandler[];
+  /** The CNI plugins' directory (the [cni] bin_dir). */
+  cniBinDir?: string;
+  /** The CNI network configuration directory (the [cni] conf_dir). */
+  cniConfDir?: string;
+}
+
+/**
+ * The CRI plugin's runtime tables for startContainerd's `extraConfig`, in containerd 1.x names
+ * (startContainerd moves them to the 2.x plugins for a 2.x daemon).
+ */
+export function criRuntimeConfig(o: CriRuntimeOptions = {}): string {
+  const q = JSON.stringify;
+  const lines: string[] = [];
+  for (const h of o.handlers ?? [{ name: 'runc' }]) {
+    lines.push(
+      `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.${h.name}]`,
+      '  runtime_type = "io.containerd.runc.v2"',
+      ...(h.runtimePath !== undefined ? [`  runtime_path = ${q(h.runtimePath)}`] : []),
+      `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.${h.name}.options]`,
+      '  SystemdCgroup = false',
+      ...(h.shimCgroup !== undefined ? [`  ShimCgroup = ${q(h.shimCgroup)}`] : []),
+    );
+  }
+  if (o.cniBinDir !== undefined || o.cniConfDir !== undefined) {
+    lines.push(
+      '[plugins."io.containerd.grpc.v1.cri".cni]',
+      ...(o.cniBinDir !== undefined ? [`  bin_dir = ${q(o.cniBinDir)}`] : []),
+      ...(o.cniConfDir !== undefined ? [`  conf_dir = ${q(o.cniConfDir)}`] : []),
+    );
+  }
+  return lines.join('\n');
+}

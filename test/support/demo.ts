@@ -8,15 +8,27 @@
 //   5. tears everything down. Exit code 0 when both containers ran and exited 0.
 //
 // SHIM_UNDER_TEST=reference runs the same demo with containerd's own Go shim, for comparison.
+//
+// SHIM_BIN_DIR=<dir> (scripts/install-test.sh) runs it as a system containerd runs an installed
+// shim: <dir> first on containerd's PATH and the runtime given by name, io.containerd.runc.v2,
+// which containerd resolves to the first containerd-shim-runc-v2 on its PATH. A third container,
+// detached, then shows that the shim daemon serving it is that binary (its argv[0], links
+// resolved) running that install's build (the native addon it has mapped is the one beside it).
 
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { CTR, startContainerd, type Containerd } from './containerd.js';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { argValue, CTR, listProcesses, startContainerd, waitFor, type Containerd } from './containerd.js';
 import { buildBusyboxImage, importImage, DEFAULT_IMAGE_REF } from './image.js';
 import { OUR_SHIM, REFERENCE_SHIM } from './shims.js';
 
-const shim = process.env.SHIM_UNDER_TEST === 'reference' ? REFERENCE_SHIM : OUR_SHIM;
-const shimName = shim === OUR_SHIM ? 'the TypeScript shim' : "containerd's reference shim";
+const RUNTIME = 'io.containerd.runc.v2';
+const binDir = process.env.SHIM_BIN_DIR;
+const installed = binDir ? join(binDir, 'containerd-shim-runc-v2') : undefined;
+const shim = installed ?? (process.env.SHIM_UNDER_TEST === 'reference' ? REFERENCE_SHIM : OUR_SHIM);
+const shimName = installed ? 'the installed shim' : shim === OUR_SHIM ? 'the TypeScript shim' : "containerd's reference shim";
+/** What `ctr run --runtime` gets: the runtime name when the shim is on containerd's PATH. */
+const runtime = installed ? RUNTIME : shim;
 
 function step(msg: string): void {
   process.stdout.write(`\n==> ${msg}\n`);
@@ -46,7 +58,7 @@ async function main(): Promise<number> {
   }
   const n = `${process.pid}`;
   step('starting a private containerd');
-  const c = await startContainerd();
+  const c = await startContainerd({ pathPrepend: binDir ? [binDir] : [] });
   let ok: boolean;
   try {
     process.stdout.write(`containerd pid ${c.pid}, socket ${c.address}, snapshotter ${c.snapshotter}\n`);
@@ -57,15 +69,16 @@ async function main(): Promise<number> {
     process.stdout.write(`imported ${DEFAULT_IMAGE_REF}\n`);
 
     step(`running a container with ${shimName} (${shim})`);
-    const first = await ctrShown(c, ['run', '--rm', '--runtime', shim, DEFAULT_IMAGE_REF, `demo-${n}-1`,
+    const first = await ctrShown(c, ['run', '--rm', '--runtime', runtime, DEFAULT_IMAGE_REF, `demo-${n}-1`,
       'echo', 'hello from a container run by the TypeScript shim']);
     process.stdout.write(`exit code: ${first}\n`);
 
     step('a second container: uname -a; id');
-    const second = await ctrShown(c, ['run', '--rm', '--runtime', shim, DEFAULT_IMAGE_REF, `demo-${n}-2`,
+    const second = await ctrShown(c, ['run', '--rm', '--runtime', runtime, DEFAULT_IMAGE_REF, `demo-${n}-2`,
       'sh', '-c', 'uname -a; id']);
     process.stdout.write(`exit code: ${second}\n`);
     ok = first === 0 && second === 0;
+    if (installed) ok = await checkInstalledShim(c, installed, `demo-${n}-3`) && ok;
   } finally {
     step('tearing down (stopping containerd, removing its temp dir)');
     await c.stop();
@@ -73,6 +86,34 @@ async function main(): Promise<number> {
   }
   step(ok ? 'demo succeeded' : 'demo FAILED');
   return ok ? 0 : 1;
+}
+
+/**
+ * Runs a detached container and checks the shim daemon serving it: its argv[0] is `binary` (the
+ * path containerd found on its PATH and executed) with links resolved, and it has mapped the
+ * addon of the install that `binary` links to, not the checkout's.
+ */
+async function checkInstalledShim(c: Containerd, binary: string, id: string): Promise<boolean> {
+  step(`which shim serves a running container (${RUNTIME} resolved on containerd's PATH)`);
+  const root = dirname(dirname(realpathSync(binary)));
+  const addon = join(root, 'native', 'build', 'Release', 'shim_native.node');
+  const run = await ctrShown(c, ['run', '-d', '--runtime', RUNTIME, DEFAULT_IMAGE_REF, id, 'sleep', '100000']);
+  const daemon = run === 0
+    ? await waitFor(() => listProcesses().find((p) => argValue(p.argv, 'id') === id && argValue(p.argv, 'address') === c.address), 10_000)
+    : undefined;
+  let maps = '';
+  if (daemon) try { maps = readFileSync(`/proc/${daemon.pid}/maps`, 'utf8'); } catch { /* gone */ }
+  const checks: Array<[string, boolean]> = [
+    [`the container runs (ctr run -d exit code ${run})`, run === 0],
+    [`a shim daemon serves it${daemon ? ` (pid ${daemon.pid})` : ''}`, daemon !== undefined],
+    // As the Go shim's daemon, ours shows the binary containerd ran with its links resolved.
+    [`its argv[0] is ${binary} resolved, ${realpathSync(binary)}`, daemon?.argv[0] === realpathSync(binary)],
+    [`it runs the install in ${root}, not the checkout`, !existsSync(join(root, 'src')) && maps.includes(`${addon}\n`)],
+  ];
+  for (const [what, good] of checks) process.stdout.write(`${good ? 'ok' : 'NOT OK'}: ${what}\n`);
+  await ctrShown(c, ['task', 'delete', '--force', id]);
+  await ctrShown(c, ['container', 'delete', id]);
+  return checks.every(([, good]) => good);
 }
 
 main().then((code) => { process.exitCode = code; }, (e: unknown) => {

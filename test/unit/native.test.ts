@@ -187,10 +187,6 @@ function openFds(): string[] {
   return fs.readdirSync('/proc/self/fd');
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 function expectErrno(fn: () => unknown, code: string, syscall?: string): NativeError {
   let caught: unknown;
   try {
@@ -463,7 +459,10 @@ describe('reaper and spawn', () => {
     assert.equal(new Set(pids).size, 200);
     const recs = await Promise.all(pids.map((p) => exits.wait(p)));
     assert.ok(recs.every((r) => r.status === 0));
-    await sleep(300);
+    // The reaper writes its records into one pipe in the order it reaps: once the exit of a
+    // child spawned after all 200 were reaped has arrived, any second record of theirs has too.
+    const marker = spawn({ file: '/bin/true', args: ['true'], env: ENV, fds: [-1, -1, -1] });
+    await exits.wait(marker);
     for (const p of pids) assert.equal(exits.count(p), 1, `pid ${p}`);
   });
 
@@ -837,7 +836,12 @@ describe('eventfd watcher', () => {
       assert.equal(unwatchFd(efd), true);
       assert.equal(unwatchFd(efd), false);
       fs.writeSync(efd, one());
-      await sleep(200);
+      // The watcher reports what one epoll_wait returns together: had efd still been watched,
+      // its token would have come with or before the first of two later rounds on efd2.
+      for (const n of [2, 3]) {
+        fs.writeSync(efd2, one());
+        await tokens.waitFor(0xfffffffe, n);
+      }
       assert.equal(tokens.all.filter((t) => t === 42).length, 2);
       assert.equal(unwatchFd(efd2), true);
     } finally {

@@ -56,6 +56,15 @@ const Empty = {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** Polls `cond` until it holds; throws after `timeoutMs` naming `what`. */
+async function until(cond: () => boolean, what: string, timeoutMs = 3000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(2);
+  }
+}
+
 function gate(): { promise: Promise<void>; open: () => void } {
   let open!: () => void;
   const promise = new Promise<void>((r) => (open = r));
@@ -520,9 +529,9 @@ test("client disconnecting mid-request or mid-frame cancels handlers and doesn't
   await started.promise;
   assert.equal(s.server.inflight, 1);
   c1.destroy();
-  while (aborted === undefined) await sleep(2);
+  await until(() => aborted !== undefined, "the handler to see its call aborted");
   assert.ok(aborted instanceof TtrpcError && aborted.code === Code.Canceled);
-  while (s.server.inflight > 0) await sleep(2);
+  await until(() => s.server.inflight === 0, "no handler running");
 
   const c2 = await RawConn.open(s.path);
   c2.send(reqFrame(1, "Echo").subarray(0, 15)); // half a frame
@@ -538,7 +547,7 @@ test("client disconnecting mid-request or mid-frame cancels handlers and doesn't
   const res = await invoke(client, SVC, "Echo", StateRequest, StateResponse, StateRequest.fromPartial({ id: "alive" }));
   assert.equal(res.id, "alive");
   client.close();
-  await sleep(20);
+  await until(() => s.server.connectionCount === 0, "the server to see the client's close");
   assert.equal(s.server.connectionCount, 0);
   await stop(s);
   assert.deepEqual(s.errors, []);
@@ -636,13 +645,15 @@ test("in-flight limit per connection → ResourceExhausted beyond it", async () 
     { maxInflightPerConnection: 3 },
   );
   const client = await TtrpcClient.connect(s.path);
+  let refused = 0;
   const calls = Array.from({ length: 5 }, (_, i) =>
     invoke(client, SVC, "Slow", StateRequest, StateResponse, StateRequest.fromPartial({ id: `${i}` })).then(
       (r) => r.id,
-      (e: TtrpcError) => `E${e.code}`,
+      (e: TtrpcError) => { refused++; return `E${e.code}`; },
     ),
   );
-  await sleep(30);
+  // All five have reached the server: three are held at the gate, two answered at once.
+  await until(() => s.server.inflight === 3 && refused === 2, "three calls in flight and two answered");
   g.open();
   assert.deepEqual(await Promise.all(calls), ["0", "1", "2", "E8", "E8"]);
   client.close();
@@ -725,7 +736,7 @@ test("close() stops accepting but keeps connections; drain() waits for handlers;
   const res = await invoke(client, SVC, "Echo", StateRequest, StateResponse, StateRequest.fromPartial({ id: "still" }));
   assert.equal(res.id, "still");
   const slow = invoke(client, SVC, "Slow", StateRequest, StateResponse, StateRequest.fromPartial({ id: "slow" }));
-  await sleep(10);
+  await until(() => s.server.inflight === 1, "the Slow call in flight");
   assert.equal(await s.server.drain(30), false);
   g.open();
   assert.equal(await s.server.drain(1000), true);
@@ -737,7 +748,7 @@ test("close() stops accepting but keeps connections; drain() waits for handlers;
   });
   const c2 = await TtrpcClient.connect(s2.path);
   const pending = invoke(c2, SVC, "Slow", StateRequest, StateResponse, StateRequest.fromPartial({ id: "graceful" }));
-  await sleep(10);
+  await until(() => s2.server.inflight === 1, "the Slow call in flight");
   setTimeout(() => g2.open(), 20);
   const done = s2.server.shutdown({ graceMs: 1000 });
   assert.equal((await pending).id, "graceful");

@@ -24,7 +24,10 @@ test('warmTtrpc: a round trip and an event over a private path socket, twice, le
     const before = openSockets();
     await warmTtrpc(dir);
     await warmTtrpc(dir);
-    await new Promise((r) => setTimeout(r, 50));
+    // The peers' sockets close as their close events run: wait for that (bounded), then check.
+    for (const deadline = Date.now() + 2000; openSockets() !== before && Date.now() < deadline;) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
     assert.equal(openSockets(), before);
     assert.deepEqual(fs.readdirSync(dir), [], 'the socket file is removed');
   } finally {
