@@ -5,6 +5,8 @@
 # checkout, and returns the command's exit status.
 #
 #   bash scripts/v2-lane.sh CMD [ARGS...]          e.g.  bash scripts/v2-lane.sh npm run test:v2
+#   SHIM_DAEMON=2.3 bash scripts/v2-lane.sh npm run test:v2    the same on containerd 2.3 (the
+#                                                  guest sees /opt/shim-test through the shared root)
 #
 # Why a guest: these machines boot with cgroup v1 controllers (hybrid) and have no /dev/kvm, so a
 # real v2 host is a software-emulated (TCG) qemu guest booted with `cgroup_no_v1=all`.

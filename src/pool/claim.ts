@@ -81,15 +81,36 @@ export function releaseBoot(post: string): void {
   try { fs.unlinkSync(claimPath(post)); } catch { /* not claimed */ }
 }
 
-/** The standbys of the whole machine: posts held, and boots claimed by a live process. */
+/** Paths of the unix sockets bound in this network namespace (/proc/net/unix), or undefined when unreadable. */
+function boundPaths(): Set<string> | undefined {
+  try {
+    const out = new Set<string>();
+    for (const line of fs.readFileSync('/proc/net/unix', 'latin1').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length >= 8 && f[7].startsWith('/')) out.add(f[7]);
+    }
+    return out;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The standbys of the whole machine: posts somebody listens on, and boots claimed by a live
+ * process (a post left by a killed standby is a file nobody has bound: not counted).
+ */
 export function standbysOnMachine(dir = POST_DIR): number {
   let names: string[];
   try { names = fs.readdirSync(dir); } catch { return 0; }
+  const bound = boundPaths();
   let n = 0;
   for (const name of names) {
     if (!name.startsWith('standby-')) continue;
-    if (/-\d+$/.test(name)) n++;
-    else if (name.endsWith('.booting') && claimLive(`${dir}/${name}`) && !names.includes(name.slice(0, -'.booting'.length))) n++;
+    if (/-\d+$/.test(name)) {
+      if (!bound || bound.has(`${dir}/${name}`)) n++;
+    } else if (name.endsWith('.booting') && claimLive(`${dir}/${name}`) && !names.includes(name.slice(0, -'.booting'.length))) {
+      n++;
+    }
   }
   return n;
 }
@@ -99,16 +120,22 @@ export function warmupSocketPath(pid: number, dir = POST_DIR): string {
   return `${dir}/warmup-${pid}`;
 }
 
-/** Litter of standbys that died booting: claims whose owner is gone, warm-up sockets of dead pids. */
+/**
+ * Litter of standbys that died: claims whose owner is gone, warm-up sockets of dead pids, posts
+ * nobody is bound to any more.
+ */
 export function sweepLitter(dir = POST_DIR): void {
   let names: string[];
   try { names = fs.readdirSync(dir); } catch { return; }
+  const bound = boundPaths();
   for (const n of names) {
     const p = `${dir}/${n}`;
     const warmPid = /^warmup-(\d+)$/.exec(n)?.[1];
     try {
       if (n.startsWith('standby-') && n.endsWith('.booting')) {
         if (!claimLive(p)) fs.unlinkSync(p);
+      } else if (n.startsWith('standby-') && /-\d+$/.test(n)) {
+        if (bound && !bound.has(p) && fs.lstatSync(p).isSocket()) fs.unlinkSync(p);
       } else if (warmPid && !fs.existsSync(`/proc/${warmPid}`)) {
         fs.unlinkSync(p);
       }

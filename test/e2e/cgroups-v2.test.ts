@@ -1,11 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 // The cgroup v2 lane: every cgroup-dependent check on a pure cgroup v2 host, with the reference Go
-// shim (containerd 1.6.20's) and ours side by side in the same run; the comparison is the test.
+// shim (the daemon's own: containerd 1.6.20's by default) and ours side by side in the same run;
+// the comparison is the test.
 //
 // These machines are cgroup v1 hybrid: run it in a pure v2 guest with
-//   bash scripts/v2-lane.sh npm run test:v2
+//   bash scripts/v2-lane.sh npm run test:v2                  (containerd 1.6, everything below)
+//   SHIM_DAEMON=2.3 bash scripts/v2-lane.sh npm run test:v2  (containerd 2.3, the 2.x subset)
 // (scripts/v2-lane.sh boots a qemu guest with cgroup_no_v1=all on this machine's own root). On a
 // host without /sys/fs/cgroup/cgroup.controllers the whole file skips, saying so on stderr.
+//
+// On a 2.x daemon (SHIM_DAEMON=2.1|2.3: task API v3, BootstrapParams with shim_cgroup, the split
+// CRI plugins of config version 3/4) everything runs but the three degradation scenarios where
+// 2.x's Go shim (containerd/cgroups v3) behaves differently from 1.6's, which are skipped with the
+// measured difference as the reason (ON_2X_SKIP); SHIM_V2_ALL=1 runs them anyway.
 //
 // Through a private containerd and ctr (parityTests, test/support/parity.ts):
 //   * `ctr task metrics`: the io.containerd.cgroups.v2.Metrics fields, limits and values against
@@ -33,15 +40,16 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  argValue, fullPath, listProcesses, pidAlive, startContainerd, waitFor, type Containerd,
+  DAEMON, argValue, fullPath, listProcesses, pidAlive, startContainerd, waitFor, type Containerd,
 } from '../support/containerd.js';
+import { daemonVersion } from '../support/daemons.js';
 import {
   BOTH, CtdEnv, NS, combined, containerdUpdateTask, ctrSubst, label, normalize, parityTests, readIf,
   shims, uniqueId, type CtrEvent, type Scenario,
 } from '../support/parity.js';
 import { DEFAULT_IMAGE_REF, PAUSE_IMAGE_REF, ensureBusyboxImage, ensurePauseImage } from '../support/image.js';
 import { OUR_SHIM, type ShimName } from '../support/shims.js';
-import { ContainerState, CriClient, containerConfig, podSandboxConfig } from '../support/cri.js';
+import { ContainerState, CriClient, containerConfig, criRuntimeConfig, podSandboxConfig } from '../support/cri.js';
 
 const ROOT = '/sys/fs/cgroup';
 /** memory.stat keys of io.containerd.cgroups.v2.MemoryStat (the JSON names are the same). */
@@ -61,6 +69,19 @@ function skipReason(): string | undefined {
   return undefined;
 }
 const SKIP = skipReason();
+
+/** A 2.x daemon: its Go shim reads cgroups through containerd/cgroups v3 (v3.1.3 in 2.3.4). */
+const ON_2X = DAEMON.major >= 2;
+const ALL_ON_2X = process.env.SHIM_V2_ALL === '1';
+/**
+ * Why a degradation scenario is left out on a 2.x daemon: what 2.x's Go shim was measured to do
+ * differently (containerd 2.3.4 in the lane's guest). Parity with it there is open work, not a
+ * lane problem; SHIM_V2_ALL=1 runs the scenario anyway (and shows the difference).
+ */
+function on2xSkip(difference: string): string | false {
+  if (!ON_2X || ALL_ON_2X) return false;
+  return `on containerd ${DAEMON.name} (2.x subset; SHIM_V2_ALL=1 runs it): ${difference}`;
+}
 
 
 // ---------------------------------------------------------------------------------------------
@@ -163,6 +184,10 @@ function defineSuite(): void {
     {
       name: 'ctr task metrics: v2 Metrics with the limits and values of the container\'s cgroup files, running and stopped',
       timeout: TIMEOUT,
+      knownDifferences: ON_2X ? {
+        psi: '2.x\'s Go shim adds cpu, memory and io PSI (containerd/cgroups v3 stats.PSIStats from *.pressure); ' +
+          'ours sends the v1.1.0 Metrics message, which has no PSI',
+      } : undefined,
       async run(shim) {
         const id = uniqueId('v2', shim.name, 'metrics');
         try {
@@ -220,6 +245,8 @@ function defineSuite(): void {
               events: get(j, 'memory_events'), periods: get(j, 'cpu.nr_periods'), throttled: get(j, 'cpu.nr_throttled'),
             },
             table: tableKeys,
+            // Which sections carry pressure stall information (a message: present even when all zero).
+            psi: ['cpu', 'memory', 'io'].filter((s) => get(j, `${s}.psi`) !== undefined),
             stopped: { ...shape(stopped.json, ['memory.usage_limit', 'memory.swap_limit', 'cpu.usage_usec']), limit: get(stopped.json, 'memory.usage_limit') },
           };
         } finally {
@@ -375,6 +402,8 @@ function defineSuite(): void {
     {
       name: 'the container\'s cgroup removed under the shim: Stats fails with an error, the shim keeps serving, the exit is delivered',
       timeout: TIMEOUT,
+      skip: on2xSkip('its Go shim answers Stats of a removed cgroup with zeroed metrics (containerd/cgroups v3.1.3 ' +
+        'cgroup2/manager.go StatFiltered ignores ENOENT), `ctr task metrics` exits 0; ours fails NotFound like 1.6\'s'),
       // Through containerd both read "no metrics received": its Tasks.Metrics drops a task whose
       // Stats fails (the Go shim's error is Unknown with cgroupsv2.Manager.Stat's open error,
       // containerd/cgroups v1.1.0 v2/manager.go; ours NotFound "cgroup does not exist").
@@ -413,6 +442,8 @@ function defineSuite(): void {
     {
       name: 'memory.events unreadable under the shim: the OOM watch ends with a logged warning, the exec\'s exit 137 is delivered, the shim serves on',
       timeout: TIMEOUT,
+      skip: on2xSkip('no "error from *cgroupsv2.Manager.EventChan" warning of its Go shim showed in containerd\'s log ' +
+        'within 20 s (1.6\'s Go shim and ours log one); the exec\'s exit 137 and the failing Stats match'),
       knownDifferences: {
         metrics: 'the Go shim\'s Stats fails when memory.events cannot be read (containerd/cgroups v1.1.0 v2/manager.go Stat); ours leaves memory_events out',
       },
@@ -483,6 +514,8 @@ function defineSuite(): void {
     {
       name: 'memory, hugetlb and io disabled in the parent under a running container: the OOM watch ends quietly, Stats reports what is left, the exit is delivered',
       timeout: TIMEOUT,
+      skip: on2xSkip('its Go shim still reports a hugetlb entry per host page size and io.psi without the controllers ' +
+        '(containerd/cgroups v3.1.3 readHugeTlbStats, getStatPSIFromFile); ours leaves them out like 1.6\'s'),
       async run(shim) {
         const id = uniqueId('v2', shim.name, 'nomem');
         const parent = path.join(ROOT, `v2nomem-${id}`);
@@ -586,15 +619,7 @@ function criSuite(): void {
           cri: true,
           pathPrepend,
           criSettings: `sandbox_image = ${JSON.stringify(PAUSE_IMAGE_REF)}`,
-          extraConfig: [
-            '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]',
-            '  runtime_type = "io.containerd.runc.v2"',
-            '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]',
-            '  SystemdCgroup = false',
-            `  ShimCgroup = ${JSON.stringify(shimCgroup)}`,
-            '[plugins."io.containerd.grpc.v1.cri".cni]',
-            `  conf_dir = ${JSON.stringify(path.join(dir, 'net.d'))}`,
-          ].join('\n'),
+          extraConfig: criRuntimeConfig({ handlers: [{ name: 'runc', shimCgroup }], cniConfDir: path.join(dir, 'net.d') }),
           readyTimeoutMs: 120_000,
         });
         await ensureBusyboxImage(c, [K8S]);
@@ -698,5 +723,9 @@ if (SKIP) {
   process.stderr.write(`\n*** cgroups-v2: SKIPPED: ${SKIP} ***\n\n`);
   test('cgroup v2: metrics, OOM, Update, pause/resume, kill all, shim_cgroup, pods, degradation — both shims', { skip: SKIP }, () => undefined);
 } else {
+  const subset = ON_2X && !ALL_ON_2X
+    ? '2.x subset: three degradation scenarios skipped, each with the reason (SHIM_V2_ALL=1 runs them)'
+    : 'every scenario';
+  process.stderr.write(`# cgroups-v2: ${daemonVersion(DAEMON)} (SHIM_DAEMON=${DAEMON.name}); ${subset}\n`);
   defineSuite();
 }

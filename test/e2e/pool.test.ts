@@ -13,6 +13,8 @@ import { FakeEvents, TaskClient } from '../support/taskclient.js';
 import { makeBundle } from '../support/rootfs.js';
 import { waitGone, repoRoot, OUR_SHIM_BIN } from '../support/shimproc.js';
 import { DeleteResponse } from '../../src/gen/containerd/task/v2/shim.js';
+import { Options } from '../../src/gen/containerd/runc/v1/runc.js';
+import { Any } from '../../src/gen/google/protobuf/any.js';
 import { ACCEPT_TIMEOUT_MS, COMMIT_TIMEOUT_MS, MSG_ACCEPT } from '../../src/pool/constants.js';
 import { claimPath, warmupSocketPath } from '../../src/pool/claim.js';
 import { baseOf, poolBase, postsOf } from '../../src/pool/key.js';
@@ -85,8 +87,8 @@ describe('standby pool: exactly-once hand-over under faults', { skip }, () => {
   type Case = ReturnType<typeof newCase>;
 
   /** Boot a standby on post 0 of the case's pool (with a fault of its own), and wait for it to listen. */
-  async function bootStandby(c: Case, fault?: string): Promise<ChildProcess> {
-    const post = `${c.base}-0`;
+  async function bootStandby(c: Case, fault?: string, index = 0): Promise<ChildProcess> {
+    const post = `${c.base}-${index}`;
     const child = spawn(process.execPath, ['--no-warnings', MAIN, '-standby', post, '-address', c.address, '-namespace', NS], {
       env: { ...c.env, ...(fault ? { SHIM_FAULT_STANDBY: fault } : {}) }, stdio: 'ignore', cwd: '/',
     });
@@ -96,21 +98,21 @@ describe('standby pool: exactly-once hand-over under faults', { skip }, () => {
     return child;
   }
 
-  function job(c: Case, action: 'delete' | 'start', fault?: string) {
+  function job(c: Case, action: 'delete' | 'start', fault?: string, input?: Uint8Array) {
     const args = ['-namespace', NS, '-address', c.address, '-publish-binary', '/usr/bin/containerd', '-id', c.id];
     if (action === 'delete') args.push('-bundle', c.bundle);
-    return runShimRaw([...args, action], c.bundle, { ...c.env, ...(fault ? { SHIM_FAULT_SENDER: fault } : {}) });
+    return runShimRaw([...args, action], c.bundle, { ...c.env, ...(fault ? { SHIM_FAULT_SENDER: fault } : {}) }, input);
   }
 
   /** runShim, but a launcher killed by a signal is an answer too (signal set). */
-  function runShimRaw(args: string[], cwd: string, e: NodeJS.ProcessEnv): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: Buffer; stderr: string }> {
+  function runShimRaw(args: string[], cwd: string, e: NodeJS.ProcessEnv, input?: Uint8Array): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: Buffer; stderr: string }> {
     return new Promise((resolve) => {
       const child = spawn(OUR_SHIM_BIN, args, { cwd, env: e, stdio: ['pipe', 'pipe', 'pipe'] });
       const out: Buffer[] = [];
       let err = '';
       child.stdout.on('data', (b: Buffer) => out.push(b));
       child.stderr.on('data', (b: Buffer) => { err += b.toString(); });
-      child.stdin.end();
+      child.stdin.end(input ?? Buffer.alloc(0));
       let answers = 0;
       child.on('exit', (code, signal) => {
         answers++;
@@ -240,6 +242,50 @@ describe('standby pool: exactly-once hand-over under faults', { skip }, () => {
       assert.deepEqual(daemonsOf(c.id), []);
     } finally {
       await cleanup(c);
+    }
+  });
+
+  test('a standby that a pod\'s daemon spawns lives in the home cgroup, not the pod\'s shim_cgroup', T, async () => {
+    const c = newCase();
+    const cg = `/pooltest-${process.pid}-shim`;
+    /** The memory cgroup of a process (v1), or its unified one (v2). */
+    const cgroupOf = (pid: number | 'self') => {
+      const lines = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n');
+      return (lines.find((l) => /^\d+:([^:]*,)?memory(,[^:]*)?:/.test(l)) ?? lines.find((l) => l.startsWith('0::')) ?? '').replace(/^[^:]*:[^:]*:/, '');
+    };
+    const home = cgroupOf('self');
+    const options = Any.encode({ typeUrl: 'containerd.runc.v1.Options', value: Options.encode(Options.fromPartial({ shimCgroup: cg })).finish() }).finish();
+    // The pod's cgroup, as a CRI pod's exists before its shim starts (a v1 cpuset needs its cpus and mems).
+    const roots = fs.existsSync('/sys/fs/cgroup/cgroup.controllers') ? ['/sys/fs/cgroup']
+      : fs.readdirSync('/sys/fs/cgroup').map((d) => `/sys/fs/cgroup/${d}`).filter((d) => !fs.lstatSync(d).isSymbolicLink() && fs.existsSync(`${d}/cgroup.procs`));
+    for (const root of roots) {
+      fs.mkdirSync(`${root}${cg}`, { recursive: true });
+      for (const f of ['cpuset.cpus', 'cpuset.mems']) if (fs.existsSync(`${root}/${f}`)) fs.writeFileSync(`${root}${cg}/${f}`, fs.readFileSync(`${root}/${f}`));
+    }
+    try {
+      // Both posts held: the adopted standby refills its post once containerd is quiet, that
+      // is, from inside the shim_cgroup it was moved into.
+      const s0 = await bootStandby(c, undefined, 0);
+      await bootStandby(c, undefined, 1);
+      const r = await job(c, 'start', undefined, options);
+      assert.equal(r.code, 0, r.stderr);
+      const client = await TaskClient.connect(r.stdout.toString(), NS);
+      const daemon = (await client.connect(c.id)).shimPid;
+      assert.equal(daemon, s0.pid, 'the standby on post 0 became the daemon');
+      assert.equal(cgroupOf(daemon), cg, 'the daemon moved into its shim_cgroup');
+      const deadline = Date.now() + 30_000;
+      let refilled: number[] = [];
+      while (Date.now() < deadline && (refilled = standbysOf(c.base).filter((p) => p !== daemon && argvOf(p).includes(`${c.base}-0`))).length === 0) {
+        await new Promise((res) => setTimeout(res, 50));
+      }
+      assert.equal(refilled.length, 1, 'the daemon refilled post 0');
+      assert.equal(cgroupOf(refilled[0]), home, 'the refill lives where the pool began');
+      await client.shutdown(c.id).catch(() => undefined);
+      client.close();
+      assert.ok(await waitGone(daemon));
+    } finally {
+      await cleanup(c);
+      for (const root of roots) try { fs.rmdirSync(`${root}${cg}`); } catch { /* still busy */ }
     }
   });
 
