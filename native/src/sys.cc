@@ -222,6 +222,15 @@ Napi::Value GetWinsize(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// fionread(fd): number of bytes waiting to be read (ioctl FIONREAD; on a pipe or fifo, what its
+// reader has not taken yet)
+Napi::Value Fionread(const Napi::CallbackInfo& info) {
+  int n = 0;
+  int fd = ArgFd(info, 0, "fd");
+  if (ioctl(fd, FIONREAD, &n) != 0) ThrowErrno(info.Env(), errno, "ioctl");
+  return Napi::Number::New(info.Env(), n);
+}
+
 }  // namespace
 
 void InitSys(Napi::Env env, Napi::Object exports) {
@@ -241,6 +250,7 @@ void InitSys(Napi::Env env, Napi::Object exports) {
   exports.Set("eventfd", Napi::Function::New(env, Eventfd, "eventfd"));
   exports.Set("setWinsize", Napi::Function::New(env, SetWinsize, "setWinsize"));
   exports.Set("getWinsize", Napi::Function::New(env, GetWinsize, "getWinsize"));
+  exports.Set("fionread", Napi::Function::New(env, Fionread, "fionread"));
 
   // The platform's values, so the TypeScript constants can be checked.
   Napi::Object c = Napi::Object::New(env);

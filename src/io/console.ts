@@ -135,11 +135,17 @@ export class ConsoleIO implements ProcessIO {
     this.stdinFifo?.closeWriter();
   }
 
+  /** Resolves once the copy is done and the client has read the fifo, or after `timeoutMs`. */
   async drain(timeoutMs: number): Promise<void> {
     if (!this.copy) return;
+    const deadline = Date.now() + timeoutMs;
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.copy, new Promise<void>((r) => { timer = setTimeout(r, timeoutMs); })]);
+    const copied = await Promise.race([
+      this.copy.then(() => true),
+      new Promise<boolean>((r) => { timer = setTimeout(() => r(false), timeoutMs); }),
+    ]);
     if (timer) clearTimeout(timer);
+    if (copied) await this.sink?.delivered(deadline);
   }
 
   close(): void {

@@ -4,6 +4,11 @@
 import net from 'node:net';
 import fs from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as native from '../sys/native.js';
+
+/** How often delivered() looks at a fifo: a pipe has no readiness event for "emptied". */
+const DELIVERY_POLL_MS = 2;
 
 /** An epoll-backed stream over a pipe or fifo fd; it owns the fd and closes it when destroyed. */
 export function pipeSocket(fd: number, mode: 'r' | 'w'): net.Socket {
@@ -20,7 +25,8 @@ export class SharedSink {
   private users = 0;
   private ended = false;
   readonly closed: Promise<void>;
-  constructor(readonly stream: Writable) {
+  /** `fifo`: the path when the sink is containerd's fifo, for delivered(). */
+  constructor(readonly stream: Writable, private readonly fifo?: string) {
     stream.on('error', () => { /* reader gone or disk full: the copy keeps draining the pipe */ });
     this.closed = new Promise((resolve) => {
       if (stream.destroyed) resolve();
@@ -35,6 +41,29 @@ export class SharedSink {
       this.stream.end(() => this.stream.destroy());
     }
     return this.closed;
+  }
+  /**
+   * Once the sink is closed, waits (until `deadline`, a Date.now() time) for the fifo's reader to
+   * take what is still in the fifo. containerd's client closes its end of the fifo when it gets
+   * the exit (client task.go Delete) or DeleteProcess's answer, whatever the fifo still holds:
+   * an exit published, or a Delete answered, before it read all is output lost.
+   */
+  async delivered(deadline: number): Promise<void> {
+    if (!this.fifo) return;
+    let fd: number;
+    try {
+      // ENXIO: no reader any more (a detached client), so nobody to wait for.
+      fd = fs.openSync(this.fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+    } catch {
+      return;
+    }
+    try {
+      while (native.fionread(fd) > 0 && Date.now() < deadline) await sleep(DELIVERY_POLL_MS);
+    } catch {
+      /* not a pipe after all: nothing to wait for */
+    } finally {
+      closeQuietly(fd);
+    }
   }
   /** Gives up on whatever is still unflushed and closes the fd (Delete after the drain timeout). */
   destroy(): void {
@@ -81,7 +110,7 @@ export function openOutput(target: string): SharedSink {
   const st = fs.statSync(target);
   if (st.isFIFO()) {
     const fd = fs.openSync(target, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
-    return new SharedSink(pipeSocket(fd, 'w'));
+    return new SharedSink(pipeSocket(fd, 'w'), target);
   }
   const fd = fs.openSync(target, fs.constants.O_WRONLY | fs.constants.O_APPEND);
   return new SharedSink(fs.createWriteStream('', { fd, autoClose: true }));

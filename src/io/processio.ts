@@ -119,14 +119,19 @@ class PipeIO implements ProcessIO {
     this.stdinFifo?.closeWriter();
   }
 
-  /** Resolves once both output copies reached EOF and their fifo or file got every byte. */
+  /**
+   * Resolves once both output copies reached EOF, their fifo or file got every byte and the
+   * client has read the fifos (SharedSink.delivered), or after `timeoutMs`.
+   */
   async drain(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      Promise.all(this.copies),
-      new Promise<void>((r) => { timer = setTimeout(r, timeoutMs); }),
+    const copied = await Promise.race([
+      Promise.all(this.copies).then(() => true),
+      new Promise<boolean>((r) => { timer = setTimeout(() => r(false), timeoutMs); }),
     ]);
     if (timer) clearTimeout(timer);
+    if (copied) await Promise.all(this.sinks.map((s) => s.delivered(deadline)));
   }
 
   close(): void {

@@ -130,6 +130,7 @@ interface NativeBinding {
   eventfd(initval: number, flags: number): number;
   setWinsize(fd: number, rows: number, cols: number): void;
   getWinsize(fd: number): Winsize;
+  fionread(fd: number): number;
   listenUnix(path: string, backlog: number): number;
   acceptRecvFd(listenFd: number, timeoutMs: number): ReceivedFd;
   recvFd(connFd: number, timeoutMs: number, count?: number): ReceivedFd & { fds: number[] };
@@ -545,6 +546,11 @@ export function setWinsize(fd: number, rows: number, cols: number): void {
 /** `ioctl(TIOCGWINSZ)`: reads the window size of a terminal. */
 export function getWinsize(fd: number): Winsize {
   return native().getWinsize(fd);
+}
+
+/** `ioctl(FIONREAD)`: the bytes waiting to be read, e.g. what a fifo's reader has not taken yet. */
+export function fionread(fd: number): number {
+  return native().fionread(fd);
 }
 
 // ---------------------------------------------------------------------------

@@ -275,6 +275,18 @@ export class Container {
     }
   }
 
+  /**
+   * Waits (at most IO_DRAIN_MS) until the init's output is copied out and the client has read
+   * it, to be called before its exit is published. containerd's client stops reading the init's
+   * stdout fifo as soon as it has the exit, before it sends Delete (client task.go Delete:
+   * io.Close before io.Wait in 1.6.20, io.Cancel closes the fifos from 1.7.2 on), so whatever
+   * was still in our copy or the fifo was lost. An exec needs no gate: its client sends
+   * DeleteProcess, which drains the same way, before closing.
+   */
+  async initOutputCopied(): Promise<void> {
+    await this.init.io?.drain(IO_DRAIN_MS);
+  }
+
   /** Delete of the init: drain output, `runc delete`, release stdio, unmount the rootfs. */
   async deleteInit(): Promise<void> {
     await this.init.io?.drain(IO_DRAIN_MS);

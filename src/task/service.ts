@@ -448,6 +448,8 @@ export class TaskService {
       // The init's exit is the container's last: after every started exec's.
       await c.whenExecsDone();
       if (p.state === 'paused') await c.runc.resume(c.id).catch(() => undefined);
+      // The client closes the init's fifos once it has the exit: its output goes first.
+      await c.initOutputCopied();
     }
     p.setExited(e.status, { seconds: e.exitedAt.seconds, nanos: e.exitedAt.nanos });
     // An OOM kill the watch has not reported yet goes out first: /tasks/oom before /tasks/exit
