@@ -10,7 +10,11 @@
  *   - memory.events → MemoryEvents (omitted if the file is absent/empty);
  *   - io.stat (`MAJ:MIN rbytes=… wbytes=… rios=… wios=… dbytes=… dios=…`);
  *   - rdma.current / rdma.max; hugetlb.<size>.current / .max for every host
- *     hugepage size whose files exist in the cgroup.
+ *     hugepage size whose files exist in the cgroup;
+ *   - cpu.pressure / memory.pressure / io.pressure → cpu.psi / memory.psi / io.psi
+ *     (psi.ts), as containerd/cgroups v3.1.3 cgroup2/manager.go (containerd 2.x's Go shim):
+ *     cpu.psi when cpu.stat exists, memory.psi when memory.stat exists, io.psi always;
+ *     unset when the pressure file is absent, unreadable or malformed.
  * pids, cpu, memory, io and rdma are always present (possibly all zero).
  *
  * Tested against hand-written fixtures following the kernel's cgroup-v2
@@ -31,6 +35,7 @@ import {
   RdmaStat,
 } from '../gen/cgroups/v2/metrics.js';
 import { type FileGetter, hostHugePageSizes, parseKeyValues, parseUint, runAsync, runSync, singleValue } from './files.js';
+import { parsePressure } from './psi.js';
 import { parseRdma } from './v1.js';
 
 export interface V2ReadOptions {
@@ -100,6 +105,9 @@ export function buildV2Metrics(dir: string, get: FileGetter, opts: V2ReadOptions
     nrThrottled: cpuStat.get('nr_throttled') ?? 0n,
     throttledUsec: cpuStat.get('throttled_usec') ?? 0n,
   });
+  // containerd/cgroups v3.1.3 readCPUStats / readMemoryStats return a message without PSI when
+  // cpu.stat / memory.stat does not exist; IOStat always gets io.pressure's (manager.go Stat).
+  if (f('cpu.stat') !== undefined) m.cpu.psi = parsePressure(f('cpu.pressure'));
 
   const mem = MemoryStat.fromPartial({});
   const target = mem as unknown as Record<string, bigint>;
@@ -111,12 +119,13 @@ export function buildV2Metrics(dir: string, get: FileGetter, opts: V2ReadOptions
   mem.usageLimit = singleValue(f('memory.max'));
   mem.swapUsage = singleValue(f('memory.swap.current'));
   mem.swapLimit = singleValue(f('memory.swap.max'));
+  if (f('memory.stat') !== undefined) mem.psi = parsePressure(f('memory.pressure'));
   m.memory = mem;
 
   const events = parseKeyValues(f('memory.events'));
   if (events.size > 0) m.memoryEvents = memoryEventsFrom(events);
 
-  m.io = IOStat.fromPartial({ usage: parseIoStat(f('io.stat')) });
+  m.io = IOStat.fromPartial({ usage: parseIoStat(f('io.stat')), psi: parsePressure(f('io.pressure')) });
   m.rdma = RdmaStat.fromPartial({
     current: parseRdma(f('rdma.current') ?? ''),
     limit: parseRdma(f('rdma.max') ?? ''),

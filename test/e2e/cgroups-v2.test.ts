@@ -135,6 +135,31 @@ const topics = (evs: CtrEvent[]) => evs.map((e) => e.topic);
 
 const withoutOom = (evs: CtrEvent[]) => topics(evs).filter((t) => t !== '/tasks/oom');
 
+/** The kernel has PSI on (CONFIG_PSI, not booted with psi=0): the cgroup *.pressure files exist. */
+const PSI_KERNEL = fs.existsSync('/proc/pressure/cpu');
+
+/** `total` of the some/full lines of the cgroup's cpu/memory/io.pressure files (absent: no key). */
+function pressureTotals(dir: string): Record<string, Record<string, number>> {
+  const out: Record<string, Record<string, number>> = {};
+  for (const section of ['cpu', 'memory', 'io']) {
+    for (const line of (readIf(path.join(dir, `${section}.pressure`)) ?? '').split('\n')) {
+      const m = /^(some|full)\b.*\btotal=(\d+)/.exec(line);
+      if (m) (out[section] ??= {})[m[1]] = Number(m[2]);
+    }
+  }
+  return out;
+}
+
+/** Per metrics section with a psi message, which of some/full it has (sorted). */
+function psiShape(j: unknown): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const section of ['cpu', 'memory', 'io']) {
+    const psi = get(j, `${section}.psi`);
+    if (psi && typeof psi === 'object') out[section] = Object.keys(psi).filter((k) => k === 'some' || k === 'full').sort();
+  }
+  return out;
+}
+
 /**
  * /tasks/oom must come before the killed process's /tasks/exit (CRI's OOMKilled reason and any
  * client that reads the exit as final depend on it). Asserted for our shim; the Go shim does not
@@ -184,10 +209,6 @@ function defineSuite(): void {
     {
       name: 'ctr task metrics: v2 Metrics with the limits and values of the container\'s cgroup files, running and stopped',
       timeout: TIMEOUT,
-      knownDifferences: ON_2X ? {
-        psi: '2.x\'s Go shim adds cpu, memory and io PSI (containerd/cgroups v3 stats.PSIStats from *.pressure); ' +
-          'ours sends the v1.1.0 Metrics message, which has no PSI',
-      } : undefined,
       async run(shim) {
         const id = uniqueId('v2', shim.name, 'metrics');
         try {
@@ -196,8 +217,10 @@ function defineSuite(): void {
             ['--memory-limit', String(100 * MIB)], (dir) => procsOf(dir).length === 1 && sleepReady(dir));
           const dir = cgDir(id);
           const before = kv(dir, 'cpu.stat');
+          const psiBefore = pressureTotals(dir);
           const m = await metricsJson(id);
           const after = kv(dir, 'cpu.stat');
+          const psiAfter = pressureTotals(dir);
           assert.equal(m.code, 0, m.stderr);
           const j = m.json!;
           rawMetrics.set(shim.name, j);
@@ -223,6 +246,25 @@ function defineSuite(): void {
             const slack = Math.max(/^pg|^thp|^workingset/.test(k) ? 256 : 512 * 1024, Math.max(a, b) * 0.25);
             assert.ok(Math.abs(a - b) <= slack, `memory.${k}: reported ${a}, memory.stat ${b}`);
           }
+          // PSI (containerd/cgroups v3.1.3 getStatPSIFromFile; ctr decodes it from 2.0 on, 1.6's ctr
+          // drops the fields): each total within the *.pressure readings taken just before and
+          // after, each average a percentage; on a 2.x daemon with a PSI kernel, all three sections.
+          const psi = psiShape(j);
+          for (const [section, lines] of Object.entries(psi)) {
+            for (const line of lines) {
+              const total = Number(get(j, `${section}.psi.${line}.total`) ?? 0);
+              const lo = psiBefore[section]?.[line];
+              const hi = psiAfter[section]?.[line];
+              assert.ok(lo !== undefined && hi !== undefined && total >= lo && total <= hi,
+                `${section}.psi.${line}.total ${total} not within [${lo}, ${hi}] of ${section}.pressure`);
+              for (const avg of ['avg10', 'avg60', 'avg300']) {
+                const a = Number(get(j, `${section}.psi.${line}.${avg}`) ?? 0);
+                assert.ok(a >= 0 && a <= 100, `${section}.psi.${line}.${avg} ${a}`);
+              }
+            }
+          }
+          if (ON_2X && PSI_KERNEL) assert.deepEqual(Object.keys(psi).sort(), ['cpu', 'io', 'memory'], 'cpu, memory and io PSI on a 2.x daemon');
+          if (!ON_2X) assert.deepEqual(psi, {}, 'containerd 1.x\'s ctr has no PSI fields');
           const hugetlb = ((get(j, 'hugetlb') as Json[] | undefined) ?? []).map((h) => ({ pagesize: h.pagesize, max: h.max })).sort((a, b) => String(a.pagesize).localeCompare(String(b.pagesize)));
           const table = await env.ctr(['task', 'metrics', id]);
           assert.equal(table.code, 0, table.stderr);
@@ -245,8 +287,9 @@ function defineSuite(): void {
               events: get(j, 'memory_events'), periods: get(j, 'cpu.nr_periods'), throttled: get(j, 'cpu.nr_throttled'),
             },
             table: tableKeys,
-            // Which sections carry pressure stall information (a message: present even when all zero).
-            psi: ['cpu', 'memory', 'io'].filter((s) => get(j, `${s}.psi`) !== undefined),
+            // Which sections carry pressure stall information, with which of some/full (messages:
+            // present even when all zero); the values are checked against the files above.
+            psi,
             stopped: { ...shape(stopped.json, ['memory.usage_limit', 'memory.swap_limit', 'cpu.usage_usec']), limit: get(stopped.json, 'memory.usage_limit') },
           };
         } finally {
@@ -514,8 +557,8 @@ function defineSuite(): void {
     {
       name: 'memory, hugetlb and io disabled in the parent under a running container: the OOM watch ends quietly, Stats reports what is left, the exit is delivered',
       timeout: TIMEOUT,
-      skip: on2xSkip('its Go shim still reports a hugetlb entry per host page size and io.psi without the controllers ' +
-        '(containerd/cgroups v3.1.3 readHugeTlbStats, getStatPSIFromFile); ours leaves them out like 1.6\'s'),
+      skip: on2xSkip('its Go shim still reports a hugetlb entry per host page size without the controller ' +
+        '(containerd/cgroups v3.1.3 readHugeTlbStats); ours leaves it out like 1.6\'s'),
       async run(shim) {
         const id = uniqueId('v2', shim.name, 'nomem');
         const parent = path.join(ROOT, `v2nomem-${id}`);
@@ -549,7 +592,8 @@ function defineSuite(): void {
             controllers: { before, after },
             metrics: {
               sections: Object.keys(m.json!).sort(), memory: get(m.json, 'memory'), memoryEvents: get(m.json, 'memory_events'),
-              hugetlb: get(m.json, 'hugetlb'), io: get(m.json, 'io'), pids: get(m.json, 'pids'),
+              // io.psi's values are each container's own; which lines it has is compared.
+              hugetlb: get(m.json, 'hugetlb'), io: { usage: get(m.json, 'io.usage'), psi: psiShape(m.json).io }, pids: get(m.json, 'pids'),
             },
             warned, topics: topics(events), exit: exit.event,
           }, ctrSubst(env.c, id));

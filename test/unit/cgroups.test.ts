@@ -358,8 +358,16 @@ function checkV2(m: V2Metrics): void {
     nrPeriods: 1520n,
     nrThrottled: 37n,
     throttledUsec: 812345n,
+    psi: {
+      some: { avg10: 1.52, avg60: 0.87, avg300: 0.21, total: 4712203n },
+      full: { avg10: 0, avg60: 0, avg300: 0, total: 1530n },
+    },
   });
   const mem = m.memory!;
+  assert.deepEqual(mem.psi, {
+    some: { avg10: 0, avg60: 0, avg300: 0, total: 1234n },
+    full: { avg10: 0, avg60: 0, avg300: 0, total: 567n },
+  });
   assert.equal(mem.anon, 21495808n);
   assert.equal(mem.file, 50413568n);
   assert.equal(mem.kernelStack, 245760n);
@@ -396,6 +404,10 @@ function checkV2(m: V2Metrics): void {
     { major: 254n, minor: 0n, rbytes: 11210752n, wbytes: 8392704n, rios: 466n, wios: 38n },
     { major: 8n, minor: 16n, rbytes: 4096n, wbytes: 0n, rios: 1n, wios: 0n },
   ]);
+  assert.deepEqual(m.io!.psi, {
+    some: { avg10: 0.31, avg60: 0.12, avg300: 0.04, total: 90321n },
+    full: { avg10: 0.29, avg60: 0.11, avg300: 0.03, total: 88120n },
+  });
   assert.deepEqual(m.rdma, {
     current: [{ device: 'mlx5_0', hcaHandles: 2, hcaObjects: 2000 }],
     limit: [{ device: 'mlx5_0', hcaHandles: 4294967295, hcaObjects: 4096 }],
@@ -421,12 +433,38 @@ test('v2: missing files → zeros, sub-messages still present, memory_events and
   assert.equal(m.memory.usage, 0n);
   assert.equal(m.memory.usageLimit, 0n);
   assert.equal(m.memoryEvents, undefined);
-  assert.deepEqual(m.io, { usage: [] });
+  // No *.pressure files (a kernel without PSI, or booted with psi=0): every psi unset.
+  assert.deepEqual(m.io, { usage: [], psi: undefined });
+  assert.equal(m.cpu!.psi, undefined);
+  assert.equal(m.memory.psi, undefined);
   assert.deepEqual(m.rdma, { current: [], limit: [] });
   // No hugetlb.<size>.* files (controller not enabled): no entries, as the reference.
   assert.deepEqual(m.hugetlb, []);
   const none = await readV2Metrics(join(V2_ROOT, 'does-not-exist'), { hugePageSizes: [] });
   assert.equal(none.pids!.current, 0n);
+});
+
+test('v2 PSI: a pre-5.13 cpu.pressure (no full line), a malformed memory.pressure and no io.pressure → cpu.psi.some only, the others unset', async () => {
+  const m = await readV2Metrics(join(V2_ROOT, 'psi-partial'), { hugePageSizes: [] });
+  assert.deepEqual(m.cpu!.psi, { some: { avg10: 12.5, avg60: 3.04, avg300: 0.66, total: 987654n }, full: undefined });
+  assert.equal(m.memory!.psi, undefined, 'a field without "=" drops the file, as containerd/cgroups v3 parsePSIData');
+  assert.equal(m.memory!.anon, 4096n, 'the rest of MemoryStat is unaffected');
+  assert.deepEqual(m.io, { usage: [], psi: undefined });
+  assert.deepEqual(readV2MetricsSync(join(V2_ROOT, 'psi-partial'), { hugePageSizes: [] }), m);
+});
+
+test('v2 PSI: an unreadable pressure file (EISDIR here; EOPNOTSUPP after cgroup.pressure 0) → unset, no error', async () => {
+  const dir = tmp();
+  try {
+    cpSync(join(V2_ROOT, 'psi-partial'), dir, { recursive: true });
+    for (const f of ['cpu.pressure', 'memory.pressure']) rmSync(join(dir, f));
+    for (const f of ['cpu.pressure', 'memory.pressure', 'io.pressure']) mkdirSync(join(dir, f));
+    const m = await readV2Metrics(dir, { hugePageSizes: [] });
+    assert.deepEqual([m.cpu!.psi, m.memory!.psi, m.io!.psi], [undefined, undefined, undefined]);
+    assert.equal(m.cpu!.usageUsec, 1000n);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('v2 parsers: io.stat tolerates unknown keys and junk', () => {
