@@ -373,14 +373,21 @@ const SCENARIOS: Scenario[] = [
   {
     name: 'run',
     async run(l, shim) {
-      const id = l.newId(shim.name, 'run');
-      const from = l.events.text.length;
-      const r = await l.ctr(['run', '--rm', '--runtime', shim.path, l.image, id, 'sh', '-c', 'echo out; echo err >&2; exit 3']);
-      assert.equal(r.timedOut, false, 'ctr run timed out');
-      assert.equal(r.stdout, 'out\n', `stdout; stderr: ${r.stderr}`);
-      assert.equal(r.code, 3, `exit code; stderr: ${r.stderr}`);
-      const evs = await l.waitDeleted(shim, id, from);
-      return { code: r.code, stdout: r.stdout, stderr: stripLogTimes(r.stderr), events: evs };
+      // The reference now and then loses the container's stderr line under containerd 2.1 (seen
+      // once in CI: stdout and exit code right, stderr empty): it gets up to three tries, so a
+      // flake of its own does not fail our comparison. Ours gets one.
+      for (let attempt = 1; ; attempt++) {
+        const id = l.newId(shim.name, 'run');
+        const from = l.events.text.length;
+        const r = await l.ctr(['run', '--rm', '--runtime', shim.path, l.image, id, 'sh', '-c', 'echo out; echo err >&2; exit 3']);
+        assert.equal(r.timedOut, false, 'ctr run timed out');
+        assert.equal(r.stdout, 'out\n', `stdout; stderr: ${r.stderr}`);
+        assert.equal(r.code, 3, `exit code; stderr: ${r.stderr}`);
+        const evs = await l.waitDeleted(shim, id, from);
+        const stderr = stripLogTimes(r.stderr);
+        if (shim.name === 'reference' && !stderr.includes('err\n') && attempt < 3) continue;
+        return { code: r.code, stdout: r.stdout, stderr, events: evs };
+      }
     },
   },
   {
