@@ -16,9 +16,13 @@ export interface Sizes {
   throughputMiB: number;
   memoryRounds: number;
   memoryContainers: number;
+  /** The pods shape: memoryPods pods (one shim daemon each) of memoryPodContainers containers. */
+  memoryPods: number;
+  memoryPodContainers: number;
   churnRounds: number;
   churnPerRound: number;
-  churnConcurrency: number;
+  /** Containers in flight; each level is its own pair of rows. */
+  churnConcurrencies: number[];
   warmup: number;
 }
 
@@ -31,9 +35,11 @@ export const FULL: Sizes = {
   throughputMiB: 1024,
   memoryRounds: 3,
   memoryContainers: 20,
+  memoryPods: 20,
+  memoryPodContainers: 3,
   churnRounds: 4,
   churnPerRound: 50,
-  churnConcurrency: 4,
+  churnConcurrencies: [4, 16],
   warmup: 2,
 };
 
@@ -46,9 +52,11 @@ export const QUICK: Sizes = {
   throughputMiB: 64,
   memoryRounds: 1,
   memoryContainers: 4,
+  memoryPods: 2,
+  memoryPodContainers: 3,
   churnRounds: 1,
-  churnPerRound: 20,
-  churnConcurrency: 4,
+  churnPerRound: 16,
+  churnConcurrencies: [4, 8],
   warmup: 1,
 };
 

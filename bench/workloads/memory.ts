@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Memory per shim: USS (Private_Clean + Private_Dirty) and PSS from /proc/<pid>/smaps_rollup of each
 // shim daemon with K idle containers (`sleep 100000`), one shim per container, and K containers
-// grouped into one shim (io.containerd.runc.v2.group annotation, as CRI does for a pod).
+// grouped into one shim (io.containerd.runc.v2.group annotation, as CRI does for a pod), and P
+// CRI-style pods of C containers each (one group, so one shim daemon, per pod).
 // Also the Node floor: K idle `node -e 'setInterval(()=>{},1e9)'`, and K idle nodes that have
 // imported the daemon's modules (dist/src/shim/serve.js and everything it imports).
 import { spawn } from 'node:child_process';
@@ -52,6 +53,8 @@ export async function memory(ctx: Ctx): Promise<void> {
   const threads = perShim(ctx);
   const gUss = perShim(ctx);
   const gPss = perShim(ctx);
+  const pUss = perShim(ctx);
+  const pPss = perShim(ctx);
   const floorIdle = { uss: [] as number[], pss: [] as number[] };
   const floorMods = { uss: [] as number[], pss: [] as number[] };
   const serveModule = ourServeModule();
@@ -99,6 +102,32 @@ export async function memory(ctx: Ctx): Promise<void> {
       } finally {
         await removeContainers(ctx, gids);
       }
+      // P pods of C containers, one group (one shim daemon) per pod.
+      await waitQuiet(ctx);
+      const pods = Array.from({ length: ctx.sizes.memoryPods }, (_, p) => ({
+        group: `pod-${p}-${newId(shim.name, 'pod')}`,
+        ids: Array.from({ length: ctx.sizes.memoryPodContainers }, () => newId(shim.name, 'memp')),
+      }));
+      const pids = pods.flatMap((p) => p.ids);
+      try {
+        let failed = 0;
+        // A pod's containers one after the other (its first one starts the daemon), two pods at a time.
+        await pool(pods, 2, async (p) => {
+          for (const id of p.ids) failed += await startIdle(ctx, shim.path, [id], ['--annotation', `io.containerd.runc.v2.group=${p.group}`]);
+        });
+        if (failed) countFailure(ctx, 'memory-pods', shim.name, failed);
+        await settle(ctx);
+        const daemons = new Map([...findShimDaemons(ctx.c.address, new Set(pids)).values()].map((d) => [d.pid, d]));
+        if (daemons.size !== pods.length) log(`memory pods ${shim.name}: found ${daemons.size} daemons (want ${pods.length})`);
+        const mems = [...daemons.keys()].map((pid) => memInfo(pid)).filter((m): m is MemInfo => m !== undefined);
+        const running = pids.length - failed;
+        if (mems.length > 0 && running > 0) {
+          pUss[shim.name].push(MiB(mems.reduce((a, m) => a + m.uss, 0)) / running);
+          pPss[shim.name].push(MiB(mems.reduce((a, m) => a + m.pss, 0)) / running);
+        }
+      } finally {
+        await removeContainers(ctx, pids);
+      }
     }
     // The floor, same K, same settling.
     for (const m of await nodeFloor(ctx, ['-e', 'setInterval(()=>{},1e9)'], k)) {
@@ -124,6 +153,16 @@ export async function memory(ctx: Ctx): Promise<void> {
     workload: 'memory', metric: `grouped: PSS per container (${k} in 1 shim)`, unit: 'MiB', better: 'lower',
     how: `same; the daemon's PSS / ${k}.`,
   }, gPss);
+  const pods = `${ctx.sizes.memoryPods} pods × ${ctx.sizes.memoryPodContainers}`;
+  const podsN = ctx.sizes.memoryPods * ctx.sizes.memoryPodContainers;
+  addMetric(ctx, {
+    workload: 'memory', metric: `pods: USS per container (${pods}, 1 shim per pod)`, unit: 'MiB', better: 'lower',
+    how: `CRI's shape: ${ctx.sizes.memoryPods} pods of ${ctx.sizes.memoryPodContainers} idle containers (\`ctr run -d --null-io --annotation io.containerd.runc.v2.group=<pod> … sleep 100000\`, a pod's containers one after the other, two pods at a time), so one shim daemon per pod; settled as above; the sum of the pod daemons' USS / ${podsN} containers (one sample per round).`,
+  }, pUss);
+  addMetric(ctx, {
+    workload: 'memory', metric: `pods: PSS per container (${pods}, 1 shim per pod)`, unit: 'MiB', better: 'lower',
+    how: `same; the sum of the pod daemons' PSS / ${podsN}.`,
+  }, pPss);
   const floorHow = `${k} copies at once (so shared pages split as for the shims), settled as above, smaps_rollup of each`;
   ctx.floors.push(
     { what: "idle node: USS of `node -e 'setInterval(()=>{},1e9)'`", unit: 'MiB', how: floorHow, samples: floorIdle.uss, compare: ['memory', `USS per shim daemon (${k} idle)`] },

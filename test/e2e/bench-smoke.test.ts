@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// Keeps the benchmark (bench/) from rotting: runs its quick mode for two workloads (the shim's
-// own start/delete path and the cold `ctr run --rm` lifecycle) with both shims against a private
-// containerd, and checks the results it writes. Takes ~10 s.
+// Keeps the benchmark (bench/) from rotting: runs its quick mode for three workloads (the shim's
+// own start/delete path, also with a new containerd address per cycle; the cold `ctr run --rm`
+// lifecycle; churn at each concurrency level, whose leftover checks must find nothing) with both
+// shims against a private containerd, and checks the results it writes. Takes ~20 s.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -12,12 +13,13 @@ import { REPO_ROOT } from '../support/shims.js';
 const RUN_JS = join(REPO_ROOT, 'dist', 'bench', 'run.js');
 
 interface Rendered {
+  meta: { sizes: { churnConcurrencies: number[] } };
   metrics: Array<{ workload: string; metric: string; results: Record<string, { n: number; median: number }> }>;
   floors: Array<{ what: string; samples: number[] }>;
   failures: Record<string, Record<string, number>>;
 }
 
-test('bench quick mode: startup and lifecycle with both shims', { timeout: 60_000 }, () => {
+test('bench quick mode: startup, lifecycle and churn with both shims', { timeout: 90_000 }, () => {
   assert.ok(existsSync(RUN_JS), `${RUN_JS} missing: build with tsc first`);
   const out = mkdtempSync('/tmp/bench-smoke-');
   try {
@@ -25,14 +27,14 @@ test('bench quick mode: startup and lifecycle with both shims', { timeout: 60_00
       env: {
         ...process.env,
         BENCH_QUICK: '1',
-        BENCH_WORKLOADS: 'startup,lifecycle',
+        BENCH_WORKLOADS: 'startup,lifecycle,churn',
         BENCH_SHIMS: 'reference,ours',
         BENCH_OUT_DIR: out,
         BENCH_OUT: 'smoke',
         BENCH_WAIT_QUIET: '0', // no waiting for a quiet machine: this checks the code, not the numbers
       },
       encoding: 'utf8',
-      timeout: 55_000,
+      timeout: 85_000,
     });
     assert.equal(r.status, 0, `bench exited ${r.status ?? r.signal}\n${r.stderr}`);
     const json = JSON.parse(readFileSync(join(out, 'smoke.json'), 'utf8')) as Rendered;
@@ -40,6 +42,8 @@ test('bench quick mode: startup and lifecycle with both shims', { timeout: 60_00
     assert.match(md, /\| workload \| metric \| unit \| reference \| ours \| ours\/ref \|/);
     for (const [workload, metric] of [
       ['startup', '`start` action'], ['startup', '`delete` action'], ['lifecycle', 'ctr run --rm echo hi'], ['lifecycle', 'first byte of output'],
+      ['startup', '`start` action, new -address each'], ['startup', '`start` → daemon answers 1st RPC, new -address each'],
+      ...json.meta.sizes.churnConcurrencies.map((c) => ['churn', `cycle latency under ${c}× concurrency`]),
     ]) {
       const m = json.metrics.find((x) => x.workload === workload && x.metric === metric);
       assert.ok(m, `metric ${workload}/${metric} missing`);
