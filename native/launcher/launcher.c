@@ -6,7 +6,7 @@
  * container. When a standby shim process of this pool is up, the launcher offers it the job
  * (argv, cwd and its stdin/stdout/stderr over SCM_RIGHTS) and exits with the job's status.
  * When no standby takes the job, it boots one for this job alone (a forked
- * `node main.js -standby <post> -address A -namespace NS -job-fd 3`, the job offered over a
+ * `node main.js -standby <post> -job-fd 3`, the job offered over a
  * socketpair): a `start` makes it the daemon, so the container costs one Node boot instead of
  * two, and after a `delete` it stays on as a pool standby if a post is free. Everything else
  * (-v, other actions, SHIM_STANDBY=0, a job no standby took) execs Node with the shim as before.
@@ -56,8 +56,8 @@ static void exec_node(int argc, char **argv) {
   _exit(1);
 }
 
-/* Go flag syntax: returns the action (first non-flag argument), -address and -namespace. */
-static const char *parse(int argc, char **argv, const char **address, const char **namespace, int *version) {
+/* Go flag syntax: returns the action (first non-flag argument); sets *version for -v. */
+static const char *parse(int argc, char **argv, int *version) {
   static const char *with_value[] = {"namespace", "id", "address", "publish-binary", "bundle", "socket", "standby", "job-fd", NULL};
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
@@ -71,10 +71,7 @@ static const char *parse(int argc, char **argv, const char **address, const char
       if (strlen(with_value[k]) == len && strncmp(with_value[k], name, len) == 0) takes = 1;
     if (len == 1 && name[0] == 'v') *version = 1;
     if (len == 7 && strncmp(name, "version", 7) == 0) *version = 1;
-    if (!takes) continue;
-    const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : "");
-    if (len == 7 && strncmp(name, "address", 7) == 0) *address = value;
-    if (len == 9 && strncmp(name, "namespace", 9) == 0) *namespace = value;
+    if (takes && !eq) i++; /* its value */
   }
   return "";
 }
@@ -104,11 +101,10 @@ static uint64_t fnv_part(uint64_t h, const char *s) {
   return fnv(h, s, strlen(s) + 1); /* each part NUL-terminated */
 }
 
-/* Whether the variable `entry` (NAME=value) is in KEY_ENV_IGNORED. */
-static int ignored(const char *entry) {
+/* Whether the variable `entry` (NAME=value, or NAME) is named in the comma-separated `list`. */
+static int listed(const char *entry, const char *list) {
   const char *eq = strchr(entry, '=');
   size_t len = eq ? (size_t)(eq - entry) : strlen(entry);
-  const char *list = POOL_KEY_ENV_IGNORED;
   while (*list) {
     const char *comma = strchr(list, ',');
     size_t l = comma ? (size_t)(comma - list) : strlen(list);
@@ -123,12 +119,17 @@ static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Whether the variable `entry` keys no pool: KEY_ENV_IGNORED, or a job's own (JOB_ENV). */
+static int ignored(const char *entry) {
+  return listed(entry, POOL_KEY_ENV_IGNORED) || listed(entry, POOL_JOB_ENV);
+}
+
 /* The pool's base path, as poolBase in src/pool/key.ts. */
-static int pool_base(const char *main_js, const char *address, const char *namespace, char *out, size_t outlen) {
+static int pool_base(const char *main_js, char *out, size_t outlen) {
   char real[PATH_MAX], num[64];
   struct stat st;
   uint64_t h = 0xcbf29ce484222325ULL;
-  h = fnv_part(h, "shim-pool-v1");
+  h = fnv_part(h, "shim-pool-v2");
   snprintf(num, sizeof num, "%u", (unsigned)geteuid()); h = fnv_part(h, num);
   snprintf(num, sizeof num, "%u", (unsigned)getegid()); h = fnv_part(h, num);
   if (realpath(main_js, real) && stat(real, &st) == 0) {
@@ -140,8 +141,6 @@ static int pool_base(const char *main_js, const char *address, const char *names
   } else {
     h = fnv_part(h, "");
   }
-  h = fnv_part(h, address);
-  h = fnv_part(h, namespace);
   size_t n = 0;
   for (char **e = environ; *e; e++) n++;
   char **env = calloc(n + 1, sizeof *env);
@@ -289,15 +288,14 @@ static int peer_ok(int sock) {
  * every shim daemon, GOMAXPROCS=4 like the reference's daemon, and one malloc arena. Returns
  * the job's status, or -1 when the child never took it (it is killed and waited for: no zombie).
  */
-static int run_direct(char **argv, const char *base, const char *address, const char *namespace,
-                      const char *msg, size_t len, const char *action) {
+static int run_direct(char **argv, const char *base, const char *msg, size_t len, const char *action) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return -1;
   char post[sizeof ((struct sockaddr_un *)0)->sun_path];
   snprintf(post, sizeof post, "%s-0", base);
   const char *node = getenv("SHIM_NODE");
   if (!node || !*node) node = "node";
-  const char *fixed[] = {node, "--no-warnings", argv[1], "-standby", post, "-address", address, "-namespace", namespace, "-job-fd", "3"};
+  const char *fixed[] = {node, "--no-warnings", argv[1], "-standby", post, "-job-fd", "3"};
   const size_t nfixed = sizeof fixed / sizeof fixed[0];
   /* Each empty argument is one NUL byte of room; the shim's flag parser stops at the first. */
   size_t used = 0;
@@ -340,15 +338,14 @@ static int run_direct(char **argv, const char *base, const char *address, const 
 
 int main(int argc, char **argv) {
   if (argc < 2) { fprintf(stderr, "usage: shim-launcher <main.js> [args...]\n"); return 2; }
-  const char *address = "", *namespace = "";
   int version = 0;
-  const char *action = parse(argc, argv, &address, &namespace, &version);
+  const char *action = parse(argc, argv, &version);
   if (version || (strcmp(action, "start") != 0 && strcmp(action, "delete") != 0) ||
       (getenv("SHIM_STANDBY") && strcmp(getenv("SHIM_STANDBY"), "0") == 0))
     exec_node(argc, argv);
 
   char base[sizeof ((struct sockaddr_un *)0)->sun_path - 4];
-  if (pool_base(argv[1], address, namespace, base, sizeof base) != 0) exec_node(argc, argv);
+  if (pool_base(argv[1], base, sizeof base) != 0) exec_node(argc, argv);
 
   char cwd[PATH_MAX];
   if (!getcwd(cwd, sizeof cwd)) exec_node(argc, argv);
@@ -367,7 +364,21 @@ int main(int argc, char **argv) {
   const char *argv0 = getenv("SHIM_ARGV0");
   if (ok && argv0 && *argv0)
     ok = append(msg, sizeof msg, &len, ",\"argv0\":") == 0 && json_str(msg, sizeof msg, &len, argv0) == 0;
-  ok = ok && append(msg, sizeof msg, &len, "}") == 0;
+  /* containerd's addresses and namespace (JOB_ENV): the job's, taken on by the standby. */
+  ok = ok && append(msg, sizeof msg, &len, ",\"env\":{") == 0;
+  int first = 1;
+  for (char **e = environ; ok && *e; e++) {
+    const char *eq = strchr(*e, '=');
+    if (!eq || !listed(*e, POOL_JOB_ENV)) continue;
+    char name[64];
+    size_t nl = (size_t)(eq - *e);
+    if (nl >= sizeof name) continue;
+    memcpy(name, *e, nl); name[nl] = '\0';
+    ok = (first || append(msg, sizeof msg, &len, ",") == 0) && json_str(msg, sizeof msg, &len, name) == 0 &&
+         append(msg, sizeof msg, &len, ":") == 0 && json_str(msg, sizeof msg, &len, eq + 1) == 0;
+    first = 0;
+  }
+  ok = ok && append(msg, sizeof msg, &len, "}}") == 0;
   if (!ok) exec_node(argc, argv);
 
   /* The pool's posts, in order: a standby that did not say RUNNING did not run the job. */
@@ -381,7 +392,7 @@ int main(int argc, char **argv) {
     close(sock);
     if (status >= 0) return status;
   }
-  int status = run_direct(argv, base, address, namespace, msg, len, action);
+  int status = run_direct(argv, base, msg, len, action);
   if (status >= 0) return status;
   exec_node(argc, argv);
 }

@@ -31,6 +31,14 @@ export const MAX_OFFER = 4000;
  */
 export const KEY_ENV_IGNORED = 'PWD,OLDPWD,SHLVL,_,SHIM_ARGV0,GOMAXPROCS,SHIM_SET_MALLOC_ARENA_MAX,SHIM_FAULT_SENDER,SHIM_FAULT_STANDBY';
 /**
+ * Variables containerd sets for each daemon address and namespace (containerd v2.3.4
+ * pkg/shim/util.go Command: TTRPC_ADDRESS, GRPC_ADDRESS, NAMESPACE). They are a job's input, like
+ * its `-address` and `-namespace` flags: they travel in each offer, the standby takes them on
+ * for the job, and they never key a pool, so one pool serves every containerd address and
+ * namespace of the same environment. Comma-separated names.
+ */
+export const JOB_ENV = 'TTRPC_ADDRESS,GRPC_ADDRESS,NAMESPACE';
+/**
  * Bytes of argument range a booted shim process gets, so that as a daemon it can show the Go
  * shim's command line (src/shim/identity.ts; sized in src/pool/spawn.ts withTitleRoom).
  */

@@ -2,15 +2,16 @@
 // Which pool a `start` or `delete` may be served from. A standby boots with the environment of
 // the shim that spawned it and runs jobs with it, so a pool is keyed by everything a fresh shim
 // process would take from outside besides its job: the user and group it runs as, the build of
-// the shim (path, mtime and size of the bundle), containerd's address and namespace flags, and
-// the whole environment containerd gave it (TTRPC_ADDRESS, GRPC_ADDRESS, NAMESPACE, SCHED_CORE,
-// PATH, proxies, …) but the few names in KEY_ENV_IGNORED. The job itself (argv, cwd, stdin with
-// containerd 2.3's BootstrapParams) travels with each offer. native/launcher/launcher.c computes
-// the same key; test/e2e/pool.test.ts holds them equal.
+// the shim (path, mtime and size of the bundle), and the whole environment containerd gave it
+// (SCHED_CORE, MAX_SHIM_VERSION, PATH, proxies, NODE_OPTIONS, …) but the few names in
+// KEY_ENV_IGNORED. The job itself travels with each offer: argv (with `-address` and
+// `-namespace`), cwd, stdin (containerd 2.3's BootstrapParams) and the JOB_ENV variables
+// containerd sets per address and namespace, so one pool serves every containerd address.
+// native/launcher/launcher.c computes the same key; test/e2e/pool.test.ts holds them equal.
 import fs from 'node:fs';
-import { KEY_ENV_IGNORED, POOL_SIZE, POST_DIR } from './constants.js';
+import { JOB_ENV, KEY_ENV_IGNORED, POOL_SIZE, POST_DIR } from './constants.js';
 
-const IGNORED = new Set(KEY_ENV_IGNORED.split(','));
+const IGNORED = new Set([...KEY_ENV_IGNORED.split(','), ...JOB_ENV.split(',')]);
 
 /** What keys a pool. */
 export interface PoolKeyInput {
@@ -18,9 +19,6 @@ export interface PoolKeyInput {
   gid: number;
   /** The shim's entry script (dist/shim/main.js). */
   entry: string;
-  /** `-address` and `-namespace` of the job. */
-  address: string;
-  namespace: string;
   env: NodeJS.ProcessEnv;
 }
 
@@ -55,7 +53,7 @@ function buildIdentity(entry: string): string {
 
 /** The bytes the key is the hash of; each part NUL-terminated. */
 function keyMaterial(k: PoolKeyInput): Buffer {
-  const head = `shim-pool-v1\0${k.uid}\0${k.gid}\0${buildIdentity(k.entry)}\0${k.address}\0${k.namespace}\0`;
+  const head = `shim-pool-v2\0${k.uid}\0${k.gid}\0${buildIdentity(k.entry)}\0`;
   const parts: Uint8Array[] = [Buffer.from(head, 'utf8')];
   for (const e of keyedEnv(k.env)) parts.push(e, Buffer.alloc(1));
   return Buffer.concat(parts);
@@ -66,9 +64,29 @@ export function poolBase(k: PoolKeyInput, dir = POST_DIR): string {
   return `${dir}/standby-${fnv1a64(keyMaterial(k))}`;
 }
 
-/** The pool key of this process, as a `start`/`delete` with these flags would compute it. */
-export function ownPoolBase(address: string, namespace: string, env = process.env): string {
-  return poolBase({ uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0, entry: process.argv[1] ?? '', address, namespace, env });
+/** The pool key of this process (of its environment as it is now). */
+export function ownPoolBase(env = process.env): string {
+  return poolBase({ uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0, entry: process.argv[1] ?? '', env });
+}
+
+/** The JOB_ENV variables of `env` that are set: what an offer carries. */
+export function jobEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of JOB_ENV.split(',')) if (env[k] !== undefined) out[k] = env[k];
+  return out;
+}
+
+/** Take on a job's JOB_ENV variables: those it carries, and none left from an earlier job. */
+export function applyJobEnv(vars: Readonly<Record<string, string>>, env: NodeJS.ProcessEnv = process.env): void {
+  for (const k of JOB_ENV.split(',')) {
+    if (vars[k] !== undefined) env[k] = vars[k];
+    else delete env[k];
+  }
+}
+
+/** Whether `name` is one of the JOB_ENV variables. */
+export function isJobEnv(name: string): boolean {
+  return JOB_ENV.split(',').includes(name);
 }
 
 /** The posts of the pool whose base is `base`, in the order senders try them. */

@@ -7,15 +7,17 @@
 //   STATUS   standby → sender  one byte: the job's exit status (0 for an adoption once serving)
 // A `job` (from the launcher) carries the shim's argv, cwd, containerd's pid and stdin, stdout
 // and stderr; an `adopt` (from a Node `start`) carries the daemon's flags as argv, the bundle
-// and the listening shim socket.
+// and the listening shim socket. Both carry the sender's JOB_ENV variables (containerd's
+// addresses and namespace), which the standby takes on for the job.
 import fs from 'node:fs';
 import type net from 'node:net';
 import * as native from '../sys/native.js';
 import { MAX_OFFER } from './constants.js';
+import { isJobEnv } from './key.js';
 
 export type Offer =
-  | { kind: 'job'; argv: string[]; cwd: string; ppid: number; argv0?: string; fds: number[] }
-  | { kind: 'adopt'; argv: string[]; bundle: string; argv0?: string; fds: number[] };
+  | { kind: 'job'; argv: string[]; cwd: string; ppid: number; argv0?: string; env: Record<string, string>; fds: number[] }
+  | { kind: 'adopt'; argv: string[]; bundle: string; argv0?: string; env: Record<string, string>; fds: number[] };
 
 /** The fd of a connected net.Socket (pool sockets are always unix stream sockets). */
 export function connFd(sock: net.Socket): number {
@@ -28,6 +30,18 @@ export function closeAll(fds: readonly number[]): void {
 
 const isStrings = (v: unknown): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string');
 
+/** An offer's `env`: JOB_ENV names only, string values without NUL; absent is none. */
+function parseEnv(v: unknown): Record<string, string> | undefined {
+  if (v === undefined) return {};
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
+  const out: Record<string, string> = {};
+  for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
+    if (!isJobEnv(k) || typeof val !== 'string' || val.includes('\0')) return undefined;
+    out[k] = val;
+  }
+  return out;
+}
+
 /** Check a decoded offer; fds: how many it must carry. undefined for anything else. */
 export function parseOffer(text: string, fds: number[]): Offer | undefined {
   let o: Record<string, unknown>;
@@ -39,12 +53,13 @@ export function parseOffer(text: string, fds: number[]): Offer | undefined {
     return undefined;
   }
   const argv0 = typeof o.argv0 === 'string' && o.argv0 !== '' ? o.argv0 : undefined;
-  if (!isStrings(o.argv)) return undefined;
+  const env = parseEnv(o.env);
+  if (!isStrings(o.argv) || !env) return undefined;
   if (o.kind === 'job' && fds.length === 3 && typeof o.cwd === 'string' && Number.isSafeInteger(o.ppid)) {
-    return { kind: 'job', argv: o.argv, cwd: o.cwd, ppid: o.ppid as number, argv0, fds };
+    return { kind: 'job', argv: o.argv, cwd: o.cwd, ppid: o.ppid as number, argv0, env, fds };
   }
   if (o.kind === 'adopt' && fds.length === 1 && typeof o.bundle === 'string' && o.bundle.startsWith('/')) {
-    return { kind: 'adopt', argv: o.argv, bundle: o.bundle, argv0, fds };
+    return { kind: 'adopt', argv: o.argv, bundle: o.bundle, argv0, env, fds };
   }
   return undefined;
 }

@@ -40,8 +40,10 @@ export function scrubMallocEnv(env: NodeJS.ProcessEnv = process.env): void {
 
 /**
  * The environment standbys are spawned with: this process's as it booted. A daemon changes its
- * own later (the binary's path of the job it adopted), and a standby must look exactly like
- * one its pool key names (key.ts).
+ * own later (the binary's path and containerd's JOB_ENV of the job it adopted), and a standby
+ * must look exactly like one its pool key names. The JOB_ENV variables it boots with are its
+ * spawner's (on a machine with one containerd, the same as every job's); each job brings its
+ * own (key.ts).
  */
 const bootEnv: NodeJS.ProcessEnv = { ...process.env };
 
@@ -78,29 +80,22 @@ export function withTitleRoom(argv: readonly string[]): string[] {
 /** The standbys this process spawned and has not waited for yet (see reapStandbys). */
 const spawned = new Set<number>();
 
-/** What a standby is for: its post, and the daemon address and namespace of its pool (key.ts). */
-export interface PostSpec { post: string; address: string; namespace: string }
-
-/** The arguments that make a shim process a standby for `p`. */
-function standbyArgs(p: PostSpec): string[] {
-  return ['-standby', p.post, '-address', p.address, '-namespace', p.namespace];
-}
 
 /**
  * Leave a standby behind for a post (booting at low priority, off the critical path, in the
  * home cgroup): not when the post is held or one is booting for it, nor when the machine has
  * MAX_STANDBYS already.
  */
-export function spawnStandby(p: PostSpec): void {
-  if (fs.existsSync(p.post) || standbysOnMachine() >= MAX_STANDBYS || !claimBoot(p.post)) return;
+export function spawnStandby(post: string): void {
+  if (fs.existsSync(post) || standbysOnMachine() >= MAX_STANDBYS || !claimBoot(post)) return;
   try {
-    const pid = spawnShimProcess(standbyArgs(p), { cwd: '/', fds: [-1, -1, -1], env: bootEnv });
+    const pid = spawnShimProcess(['-standby', post], { cwd: '/', fds: [-1, -1, -1], env: bootEnv });
     spawned.add(pid);
-    passClaim(p.post, pid);
+    passClaim(post, pid);
     placeAtHome(pid);
     try { os.setPriority(pid, BOOT_NICE); } catch { /* best effort */ }
   } catch {
-    releaseBoot(p.post); // best effort: the next start spawns one
+    releaseBoot(post); // best effort: the next start spawns one
   }
 }
 

@@ -10,10 +10,10 @@ import net from 'node:net';
 import os from 'node:os';
 import * as native from '../sys/native.js';
 import { COMMIT_TIMEOUT_MS, MSG_ACCEPT, MSG_COMMIT, MSG_REFUSE, MSG_RUNNING, OFFER_TIMEOUT_MS } from './constants.js';
-import { baseOf, ownPoolBase, postsOf } from './key.js';
+import { applyJobEnv, baseOf, ownPoolBase, postsOf } from './key.js';
 import { claimBoot, postServed, releaseBoot, sweepLitter } from './claim.js';
 import { recordHome } from './cgroup.js';
-import { forgetStandbys, reapStandbys, spawnStandby, type PostSpec } from './spawn.js';
+import { forgetStandbys, reapStandbys, spawnStandby } from './spawn.js';
 import { foreignPeer } from './peer.js';
 import { standbyFault } from './faults.js';
 import { ByteReader, closeAll, connFd, receiveOffer, writeByte, type Offer } from './protocol.js';
@@ -43,20 +43,19 @@ export interface ShimRunners<F extends JobFlags> {
   warmUp(): Promise<void>;
 }
 
-/** What the standby was started with (`-standby POST -address A -namespace NS [-job-fd N]`). */
-export interface StandbyFlags { standby: string; address: string; namespace: string; jobFd: string }
+/** What the standby was started with (`-standby POST [-job-fd N]`). */
+export interface StandbyFlags { standby: string; jobFd: string }
 
 /** What one job asks of a daemon-to-be: the flags to serve with, the bundle, the binary's path to show. */
 interface Adoption<F> { flags: F; bundle: string; argv0?: string }
 
 export async function runStandby<F extends JobFlags>(sf: StandbyFlags, run: ShimRunners<F>): Promise<void> {
   recordHome();
-  const pool = { address: sf.address, namespace: sf.namespace };
   const base = baseOf(sf.standby);
-  const posts: PostSpec[] = postsOf(base).map((post) => ({ post, ...pool }));
+  const posts = postsOf(base);
   // A standby whose environment is not what its pool is keyed by would run jobs differently
   // from a fresh shim: it serves no post (a job handed to it directly still runs, see below).
-  const keyed = ownPoolBase(sf.address, sf.namespace) === base;
+  const keyed = ownPoolBase() === base;
   const idleS = Number(process.env.SHIM_STANDBY_IDLE_SECONDS) || DEFAULT_IDLE_S;
 
   /** The post held once listening ('' before, and for a direct job). */
@@ -114,7 +113,7 @@ export async function runStandby<F extends JobFlags>(sf: StandbyFlags, run: Shim
             leavePost();
             // With another standby up (or booting) refill once containerd is quiet; with the
             // pool empty (starts in a burst) now, or the next starts boot Node themselves.
-            const poolUp = posts.some((p) => postServed(p.post));
+            const poolUp = posts.some((p) => postServed(p));
             if (!poolUp) refill();
             andThen = () => void become({ flags: jf, bundle: o.cwd, argv0: o.argv0 }, own, poolUp ? refill : undefined).catch(() => process.exit(1));
             return Promise.resolve(process.pid);
@@ -139,10 +138,12 @@ export async function runStandby<F extends JobFlags>(sf: StandbyFlags, run: Shim
     if (done || foreignPeer(fd) !== undefined) return void sock.destroy();
     const offer = receiveOffer(fd, OFFER_TIMEOUT_MS);
     if (!offer) return void sock.destroy();
-    // An offer for another pool (a job of another daemon or namespace) is not ours to run.
+    // Only what a fresh shim would run: a `start` or `delete` job, or a daemon to become, with a
+    // namespace (a fresh shim refuses an empty one; refused here, the launcher's last resort,
+    // Node itself, says so to containerd).
     const jf = parseJob(run, offer.argv);
     const actionOk = offer.kind === 'job' ? jf?.action === 'start' || jf?.action === 'delete' : jf?.action === '';
-    if (!jf || !actionOk || jf.address !== pool.address || jf.namespace !== pool.namespace) {
+    if (!jf || !actionOk || jf.namespace === '') {
       closeAll(offer.fds);
       writeByte(fd, MSG_REFUSE);
       return void sock.destroy();
@@ -157,6 +158,8 @@ export async function runStandby<F extends JobFlags>(sf: StandbyFlags, run: Shim
     // RUNNING is the point of no return: delivered, the sender never offers this job again.
     if (!writeByte(fd, MSG_RUNNING)) return void (closeAll(offer.fds), sock.destroy());
     standbyFault('running');
+    // containerd's addresses and namespace for this job, as a fresh shim gets them (key.ts).
+    applyJobEnv(offer.env);
     if (offer.kind === 'adopt') {
       await become({ flags: jf, bundle: offer.bundle, argv0: offer.argv0 }, offer.fds[0]).catch(() => process.exit(1));
       standbyFault('status');
@@ -196,9 +199,9 @@ export async function runStandby<F extends JobFlags>(sf: StandbyFlags, run: Shim
     await enqueue(sock);
     if (done) return; // a `start`: this is the daemon now
     process.chdir('/'); // the job's bundle must not stay pinned by our cwd
-    const free = keyed ? posts.find((p) => !fs.existsSync(p.post) && claimBoot(p.post)) : undefined;
+    const free = keyed ? posts.find((p) => !fs.existsSync(p) && claimBoot(p)) : undefined;
     if (!free) return process.exit(0);
-    post = claimed = free.post;
+    post = claimed = free;
     refill(); // the other posts
   } else {
     if (!keyed) return process.exit(0);
@@ -226,29 +229,20 @@ export async function runStandby<F extends JobFlags>(sf: StandbyFlags, run: Shim
   }
   idle = setTimeout(retire, idleS * 1000);
   ino = inode(post);
-  // Two standbys can race for one post: the one whose socket file was replaced retires. So
-  // does one whose containerd is gone or restarted (its ttrpc socket removed or replaced):
-  // no job for this pool can come from it any more, and a restarted containerd may run with
-  // another configuration, whose jobs key another pool.
-  const containerd = ttrpcSocket();
-  const containerdIno = inode(containerd);
+  // Two standbys can race for one post: the one whose socket file was replaced retires.
+  // Nothing ties a standby to one containerd: a restarted containerd (or another daemon) with
+  // the same environment is served as a fresh shim would serve it, since every job brings its
+  // own flags, stdin and JOB_ENV; one with another environment keys another pool, and this
+  // one, which no start can claim any more, retires when idle.
   watch = setInterval(() => {
     reapStandbys();
     if (inode(post) !== ino) { done = true; server?.close(); process.exit(0); }
-    if (containerd && inode(containerd) !== containerdIno) retire();
   }, WATCH_MS);
   srv.on('connection', (sock: net.Socket) => void enqueue(sock));
 }
 
 function parseJob<F extends JobFlags>(run: ShimRunners<F>, argv: string[]): F | undefined {
   try { return run.parseFlags(argv); } catch { return undefined; }
-}
-
-/** containerd's ttrpc socket path ('' when not a path). */
-function ttrpcSocket(): string {
-  const a = process.env.TTRPC_ADDRESS ?? '';
-  const p = a.startsWith('unix://') ? a.slice('unix://'.length) : a;
-  return p.startsWith('/') ? p : '';
 }
 
 /** A file's identity: its inode and change time (a socket made anew may get the same inode number). */

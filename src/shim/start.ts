@@ -12,7 +12,7 @@ import { parseStartInput, startOutput } from './bootstrap.js';
 import { readCapped } from './stdin.js';
 import type { ShimFlags } from './flags.js';
 import { handOver } from '../pool/offer.js';
-import { ownPoolBase, postsOf } from '../pool/key.js';
+import { jobEnv, ownPoolBase, postsOf } from '../pool/key.js';
 import { spawnShimProcess, spawnStandby, standbyEnabled } from '../pool/spawn.js';
 
 const BACKLOG = 128;
@@ -36,8 +36,8 @@ function processContext(flags: ShimFlags): StartContext {
     ppid: process.ppid,
     readStdin: () => readCapped(0),
     async launch(fd) {
-      const posts = standbyEnabled() ? postsOf(ownPoolBase(flags.address, flags.namespace)) : [];
-      const adoption = { argv: daemonArgs(flags), bundle: process.cwd(), argv0: process.env.SHIM_ARGV0 };
+      const posts = standbyEnabled() ? postsOf(ownPoolBase()) : [];
+      const adoption = { argv: daemonArgs(flags), bundle: process.cwd(), argv0: process.env.SHIM_ARGV0, env: jobEnv() };
       let pid: number | undefined;
       let used: string | undefined;
       for (const post of posts) {
@@ -46,7 +46,7 @@ function processContext(flags: ShimFlags): StartContext {
       }
       pid ??= spawnDaemon(flags, fd);
       // Refill the post we emptied; with none up yet, fill the whole pool.
-      for (const post of used ? [used] : posts) spawnStandby({ post, address: flags.address, namespace: flags.namespace });
+      for (const post of used ? [used] : posts) spawnStandby(post);
       return pid;
     },
   };

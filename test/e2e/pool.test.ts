@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The standby pool's hand-over protocol (docs/standby-protocol.md) under faults: either side
 // killed or stalled at every step, peers of a foreign uid or gid, a containerd restarted with
-// another configuration, and zombies after many starts. The test plays containerd: it runs the
+// the same and with another configuration, and zombies after many starts. The test plays containerd: it runs the
 // shim binary (launcher first) for `delete` and `start` jobs, with a stand-in runc that records
 // each call, so "ran exactly once" is a count.
 import { describe, test, before, after } from 'node:test';
@@ -18,6 +18,7 @@ import { Any } from '../../src/gen/google/protobuf/any.js';
 import { ACCEPT_TIMEOUT_MS, COMMIT_TIMEOUT_MS, MSG_ACCEPT } from '../../src/pool/constants.js';
 import { claimPath, warmupSocketPath } from '../../src/pool/claim.js';
 import { baseOf, poolBase, postsOf } from '../../src/pool/key.js';
+import { withTitleRoom } from '../../src/pool/spawn.js';
 
 const NS = `pooltest${process.pid}`;
 const MAIN = path.join(repoRoot(), 'dist', 'shim', 'main.js');
@@ -69,7 +70,11 @@ describe('standby pool: exactly-once hand-over under faults', { skip }, () => {
   const standbysOf = (base: string) => ours().filter((p) => argvOf(p).some((a) => a.startsWith(`${base}-`)));
   const daemonsOf = (id: string) => ours().filter((p) => { const a = argvOf(p); return a.includes('-id') && a[a.indexOf('-id') + 1] === id && !a.includes('-standby'); });
 
-  /** A case of its own: a containerd address (so a pool) and a bundle whose runtime records its calls. */
+  /**
+   * A case of its own: a containerd address, a pool (the pool serves every address of one
+   * environment, so SHIM_TEST_POOL gives the case its own) and a bundle whose runtime records
+   * its calls.
+   */
   function newCase(extraEnv: NodeJS.ProcessEnv = {}) {
     const n = ++seq;
     const address = path.join(tmp, `containerd-${n}.sock`);
@@ -79,8 +84,8 @@ describe('standby pool: exactly-once hand-over under faults', { skip }, () => {
     const runtime = path.join(tmp, `runtime-${n}`);
     fs.writeFileSync(runtime, `#!/bin/sh\necho "$*" >> ${calls}\n`, { mode: 0o755 });
     fs.writeFileSync(path.join(bundle, 'runtime'), runtime);
-    const caseEnv = { ...env, ...extraEnv };
-    const base = poolBase({ uid: 0, gid: 0, entry: MAIN, address, namespace: NS, env: caseEnv });
+    const caseEnv = { ...env, SHIM_TEST_POOL: `${NS}-${n}`, ...extraEnv };
+    const base = poolBase({ uid: 0, gid: 0, entry: MAIN, env: caseEnv });
     const count = () => { try { return fs.readFileSync(calls, 'utf8').split('\n').filter((l) => / delete --force /.test(l)).length; } catch { return 0; } };
     return { n, id, address, bundle, base, env: caseEnv, count };
   }
@@ -89,7 +94,7 @@ describe('standby pool: exactly-once hand-over under faults', { skip }, () => {
   /** Boot a standby on post 0 of the case's pool (with a fault of its own), and wait for it to listen. */
   async function bootStandby(c: Case, fault?: string, index = 0): Promise<ChildProcess> {
     const post = `${c.base}-${index}`;
-    const child = spawn(process.execPath, ['--no-warnings', MAIN, '-standby', post, '-address', c.address, '-namespace', NS], {
+    const child = spawn(process.execPath, withTitleRoom(['--no-warnings', MAIN, '-standby', post]), {
       env: { ...c.env, ...(fault ? { SHIM_FAULT_STANDBY: fault } : {}) }, stdio: 'ignore', cwd: '/',
     });
     const deadline = Date.now() + 30_000;
@@ -108,6 +113,7 @@ describe('standby pool: exactly-once hand-over under faults', { skip }, () => {
   function runShimRaw(args: string[], cwd: string, e: NodeJS.ProcessEnv, input?: Uint8Array): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: Buffer; stderr: string }> {
     return new Promise((resolve) => {
       const child = spawn(OUR_SHIM_BIN, args, { cwd, env: e, stdio: ['pipe', 'pipe', 'pipe'] });
+      child.stdin.on('error', () => undefined); // a launcher killed by a fault may be gone before its stdin is written
       const out: Buffer[] = [];
       let err = '';
       child.stdout.on('data', (b: Buffer) => out.push(b));
@@ -279,6 +285,10 @@ describe('standby pool: exactly-once hand-over under faults', { skip }, () => {
         await new Promise((res) => setTimeout(res, 50));
       }
       assert.equal(refilled.length, 1, 'the daemon refilled post 0');
+      // The daemon moves the refill home right after spawning it: once the refill holds its
+      // post (it booted, which takes far longer), the move is done.
+      while (Date.now() < deadline && !fs.existsSync(`${c.base}-0`)) await new Promise((res) => setTimeout(res, 50));
+      assert.ok(fs.existsSync(`${c.base}-0`), 'the refill took post 0');
       assert.equal(cgroupOf(refilled[0]), home, 'the refill lives where the pool began');
       await client.shutdown(c.id).catch(() => undefined);
       client.close();
@@ -359,25 +369,31 @@ print('seen', len(d), flush=True)`;
     }
   });
 
-  test('a containerd restarted with another configuration: no stale standby serves a job, stale ones exit', T, async () => {
-    const old = newCase({ SHIM_TEST_CONFIG: 'one' });
+  test('a containerd restarted: with the same configuration the pool serves it; with another, no stale standby serves a job, stale ones exit', T, async () => {
+    const idle = { SHIM_STANDBY_IDLE_SECONDS: '4' };
+    const old = newCase({ SHIM_TEST_CONFIG: 'one', ...idle });
     const s = await bootStandby(old);
-    // The same daemon address, another environment (what a new config changes), and a new
-    // ttrpc socket (a restart replaces it).
+    // A restart replaces containerd's ttrpc socket.
+    await events.close();
+    events = new FakeEvents(events.path);
+    await events.listen();
+    // The same configuration: the standby serves the restarted daemon's job.
+    let r = await job(old, 'delete');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(old.count(), 1);
+    assert.equal(s.exitCode, null, 'the standby ran it and waits for the next');
+    // Another environment (what a new config changes): another pool.
     const fresh = { ...old, env: { ...old.env, SHIM_TEST_CONFIG: 'two' } };
-    fresh.base = poolBase({ uid: 0, gid: 0, entry: MAIN, address: old.address, namespace: NS, env: fresh.env });
+    fresh.base = poolBase({ uid: 0, gid: 0, entry: MAIN, env: fresh.env });
     assert.notEqual(fresh.base, old.base, 'another configuration keys another pool');
     try {
-      await events.close();
-      events = new FakeEvents(events.path);
-      await events.listen();
-      const r = await job(fresh, 'delete');
+      r = await job(fresh, 'delete');
       assert.equal(r.code, 0, r.stderr);
-      assert.equal(old.count(), 1);
+      assert.equal(old.count(), 2);
       const ran = standbysOf(fresh.base);
       assert.ok(ran.length >= 1 && !ran.includes(s.pid!), 'the job ran in a process of the new configuration');
       assert.ok(ran.every((p) => fs.readFileSync(`/proc/${p}/environ`, 'utf8').includes('SHIM_TEST_CONFIG=two')));
-      assert.ok(await waitGone(s.pid!, 15_000), 'the stale standby retires (its containerd\'s socket was replaced)');
+      assert.ok(await waitGone(s.pid!, 15_000), 'the stale standby, which no start can claim, retires when idle');
     } finally {
       await cleanup(old);
       await cleanup(fresh);

@@ -17,6 +17,7 @@ import { Code } from '../../src/ttrpc/index.js';
 import { POOL_SIZE } from '../../src/pool/constants.js';
 import { claimPath, warmupSocketPath } from '../../src/pool/claim.js';
 import { baseOf, poolBase, postsOf } from '../../src/pool/key.js';
+import { withTitleRoom } from '../../src/pool/spawn.js';
 
 const NS = `shimtest${process.pid}`;
 const T_OPTS = { timeout: 60_000 };
@@ -33,7 +34,7 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
     rootfsSrc = makeBusyboxRootfs(path.join(tmp, 'rootfs-src'));
     events = new FakeEvents(path.join(tmp, 'ttrpc.sock'));
     await events.listen();
-    env = { ...process.env, TTRPC_ADDRESS: events.path };
+    env = { ...process.env, TTRPC_ADDRESS: events.path, SHIM_TEST_POOL: events.path };
   });
 
   after(async () => {
@@ -52,8 +53,8 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
     return { bundle, log };
   }
 
-  async function startShim(id: string, bundle: string, grpc = grpcAddress()) {
-    const r = await runShim(['-namespace', NS, '-address', grpc, '-publish-binary', '/usr/bin/containerd', '-id', id, 'start'], { cwd: bundle, env });
+  async function startShim(id: string, bundle: string, grpc = grpcAddress(), e = env) {
+    const r = await runShim(['-namespace', NS, '-address', grpc, '-publish-binary', '/usr/bin/containerd', '-id', id, 'start'], { cwd: bundle, env: e });
     assert.equal(r.stderr, '', 'start writes nothing on stderr');
     assert.equal(r.code, 0);
     const address = r.stdout.toString('utf8');
@@ -196,6 +197,9 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
     return gone;
   }
 
+  /** The suite's environment with a standby pool of its own (the pool serves every address of one environment). */
+  const ownPool = (tag: string): NodeJS.ProcessEnv => ({ ...env, SHIM_TEST_POOL: `${events.path}-${tag}` });
+
   /** Idle standby daemons booted for this test's events endpoint. */
   function standbys(): number[] {
     const out: number[] = [];
@@ -213,9 +217,10 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
 
   test('the next start hands its socket to the pre-booted standby daemon, which serves the container', T_OPTS, async () => {
     const grpc = path.join(tmp, 'containerd-standby.sock');
-    const earlier = new Set(standbys()); // the other tests' containerd address has its own
+    const earlier = new Set(standbys()); // the other tests' pools
+    const pool = ownPool('standby');
     const a = bundleFor('c3', ['sh', '-c', 'exit 4']);
-    const addrA = await startShim('c3', a.bundle, grpc);
+    const addrA = await startShim('c3', a.bundle, grpc, pool);
     const deadline = Date.now() + 20_000;
     let ready: number[] = [];
     const fresh = () => standbys().filter((p) => !earlier.has(p));
@@ -226,7 +231,7 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
     while (Date.now() < deadline && !postsOf.every((p) => fs.existsSync(p))) await new Promise((r) => setTimeout(r, 50));
     assert.ok(postsOf.every((p) => fs.existsSync(p)), 'the standbys listen on their posts');
     const b = bundleFor('c4', ['sh', '-c', 'exit 6']);
-    const addrB = await startShim('c4', b.bundle, grpc);
+    const addrB = await startShim('c4', b.bundle, grpc, pool);
     const ca = await TaskClient.connect(addrA, NS);
     const cb = await TaskClient.connect(addrB, NS);
     try {
@@ -248,9 +253,9 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
   });
   test('with no standby up, the launcher boots one for the job: a start makes it the daemon, a delete leaves it as a pool standby', T_OPTS, async () => {
     const earlier = new Set(standbys());
-    // A containerd address of its own: its pool is empty.
+    // A pool of its own: empty.
     const a = bundleFor('c5', ['sh', '-c', 'exit 0']);
-    const addr = await startShim('c5', a.bundle, path.join(tmp, 'containerd-direct.sock'));
+    const addr = await startShim('c5', a.bundle, path.join(tmp, 'containerd-direct.sock'), ownPool('direct'));
     const c = await TaskClient.connect(addr, NS);
     try {
       const pid = (await c.connect('c5')).shimPid;
@@ -271,7 +276,7 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
     const b = bundleFor('c6', ['true']);
     fs.writeFileSync(path.join(b.bundle, 'runtime'), ''); // as Create leaves it (`runc`)
     const grpc2 = path.join(tmp, 'containerd-direct2.sock');
-    const d = await runShim(['-namespace', NS, '-address', grpc2, '-publish-binary', '/usr/bin/containerd', '-id', 'c6', '-bundle', b.bundle, 'delete'], { cwd: b.bundle, env });
+    const d = await runShim(['-namespace', NS, '-address', grpc2, '-publish-binary', '/usr/bin/containerd', '-id', 'c6', '-bundle', b.bundle, 'delete'], { cwd: b.bundle, env: ownPool('direct2') });
     b.log.close();
     assert.equal(d.code, 0, d.stderr);
     assert.equal(DeleteResponse.decode(d.stdout).exitStatus, 137);
@@ -305,29 +310,56 @@ describe('shim driven directly over ttrpc (the test plays containerd)', () => {
       await stopStandbys(standbys().filter((p) => !earlier.has(p)));
     }
   });
-  test('a standby retires once its containerd is gone (the ttrpc socket removed)', T_OPTS, async () => {
-    const fakeTtrpc = path.join(tmp, 'gone.sock.ttrpc');
-    fs.writeFileSync(fakeTtrpc, '');
-    const grpc = path.join(tmp, 'containerd-gone.sock');
-    const childEnv = { ...process.env, TTRPC_ADDRESS: fakeTtrpc };
+  test('one pool serves every containerd address: a standby booted for one daemon serves another, as a fresh shim would', T_OPTS, async () => {
+    // The standby boots with another containerd's variables (as one spawned by that daemon's
+    // shim does); the start comes from this test's (events.path, another -address).
+    const mark = `cross-${process.pid}`;
+    const elsewhere = path.join(tmp, 'elsewhere.sock.ttrpc');
     const main = path.join(repoRoot(), 'dist', 'shim', 'main.js');
-    const post = `${poolBase({ uid: 0, gid: 0, entry: main, address: grpc, namespace: NS, env: childEnv })}-0`;
-    const child = spawn(process.execPath, ['--no-warnings', main, '-standby', post, '-address', grpc, '-namespace', NS], {
-      env: childEnv, stdio: 'ignore', cwd: '/',
+    const jobEnv = { ...env, SHIM_TEST_POOL: mark };
+    const bootEnv = { ...jobEnv, TTRPC_ADDRESS: elsewhere, GRPC_ADDRESS: path.join(tmp, 'elsewhere.sock'), NAMESPACE: 'elsewhere' };
+    const post = `${poolBase({ uid: 0, gid: 0, entry: main, env: bootEnv })}-0`;
+    assert.equal(post, `${poolBase({ uid: 0, gid: 0, entry: main, env: jobEnv })}-0`, 'the addresses key no pool');
+    // Room for the daemon's command line, as every standby the pool spawns has (spawn.ts).
+    const child = spawn(process.execPath, withTitleRoom(['--no-warnings', main, '-standby', post]), { env: bootEnv, stdio: 'ignore', cwd: '/' });
+    const marked = () => fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number).filter((pid) => {
+      try { return fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`SHIM_TEST_POOL=${mark}`); } catch { return false; }
     });
+    const id = 'c9';
+    const { bundle, log } = bundleFor(id, ['true']);
     try {
       const deadline = Date.now() + 20_000;
-      while (!fs.existsSync(post) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      while (!fs.existsSync(post) && child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       assert.ok(fs.existsSync(post), 'the standby took its post');
-      fs.rmSync(fakeTtrpc);
-      const exited = await new Promise<boolean>((resolve) => {
-        const t = setTimeout(() => resolve(false), 12_000);
-        child.once('exit', () => { clearTimeout(t); resolve(true); });
-      });
-      assert.ok(exited, 'it exited within two watch periods');
-      assert.equal(fs.existsSync(post), false, 'and freed its post');
+      const grpc = path.join(tmp, 'containerd-other.sock');
+      const r = await runShim(['-namespace', NS, '-address', grpc, '-publish-binary', '/usr/bin/containerd', '-id', id, 'start'], { cwd: bundle, env: jobEnv });
+      assert.equal(r.code, 0, r.stderr);
+      const client = await TaskClient.connect(r.stdout.toString('utf8'), NS);
+      try {
+        const { shimPid } = await client.connect(id);
+        assert.equal(shimPid, child.pid, 'the standby became the daemon');
+        const argv = fs.readFileSync(`/proc/${shimPid}/cmdline`, 'utf8').split('\0');
+        assert.equal(argv[argv.indexOf('-address') + 1], grpc, "it shows this job's -address");
+        await client.create({ id, bundle, rootfs: [{ type: 'bind', source: rootfsSrc, target: '', options: ['rbind', 'ro'] }] });
+        await client.start(id);
+        assert.equal((await client.wait(id)).exitStatus, 0);
+        await client.delete(id);
+        // Its events go to this job's containerd (TTRPC_ADDRESS from the offer), in order.
+        await events.until((envs) => envs.some((e) => e.topic === '/tasks/delete' && E.TaskDelete.decode(e.event!.value).containerId === id));
+        const mine = events.envelopes.filter((e) => e.namespace === NS && ['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete'].includes(e.topic))
+          .filter((e) => (e.topic === '/tasks/create' ? E.TaskCreate : e.topic === '/tasks/start' ? E.TaskStart : e.topic === '/tasks/exit' ? E.TaskExit : E.TaskDelete).decode(e.event!.value).containerId === id);
+        assert.deepEqual(mine.map((e) => e.topic), ['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete']);
+        await client.shutdown(id).catch(() => undefined);
+        assert.ok(await waitGone(shimPid), 'daemon exits after Shutdown');
+      } finally {
+        client.close();
+      }
+      const d = await runShim(['-namespace', NS, '-address', grpc, '-publish-binary', '/usr/bin/containerd', '-id', id, '-bundle', bundle, 'delete'], { cwd: bundle, env: jobEnv });
+      assert.equal(d.code, 0, d.stderr);
     } finally {
+      log.close();
       if (child.exitCode === null) child.kill('SIGKILL');
+      await stopStandbys(marked());
       fs.rmSync(post, { force: true });
       fs.rmSync(claimPath(post), { force: true });
     }

@@ -507,7 +507,9 @@ class Instance implements Containerd {
         stdio: ['ignore', logFd, logFd],
         detached: false,
         cwd: this.dir,
-        env: { ...process.env, ...opts.env, PATH: path },
+        // SHIM_TEST_POOL: our standby pool serves every containerd of one environment; this
+        // gives each instance a pool of its own, so its shims and standbys are its own.
+        env: { ...process.env, ...opts.env, PATH: path, SHIM_TEST_POOL: this.dir },
       });
     } finally {
       closeSync(logFd);

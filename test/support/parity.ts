@@ -614,7 +614,8 @@ export class DirectEnv implements Diagnostics {
     const bundle = makeBundle(path.join(this.tmp, ns, id), { args, hostPid: o.hostPid, terminal: o.terminal });
     const log = new FifoReader(mkfifo(path.join(bundle, 'log')));
     this.logs.push({ name: `${shim.name} ${id}`, reader: log });
-    const env = { ...process.env, PATH: fullPath(), TTRPC_ADDRESS: this.events.path, ...o.env };
+    // SHIM_TEST_POOL: a standby pool of this fake containerd's own (containerd.ts says why).
+    const env = { ...process.env, PATH: fullPath(), TTRPC_ADDRESS: this.events.path, SHIM_TEST_POOL: this.events.path, ...o.env };
     const grpcAddress = path.join(this.tmp, 'containerd.sock');
     const r = await runShim(['-namespace', ns, '-address', grpcAddress, '-publish-binary', '/usr/bin/containerd', '-id', id, 'start'],
       { cwd: bundle, env, bin: shim.path });

@@ -308,7 +308,8 @@ export class ShimLab {
     }
     fs.mkdirSync(path.join(this.rootfsSrc, 'shared'));
     this.events = new EventsEndpoint(path.join(this.tmp, 'ttrpc.sock'));
-    this.env = { ...process.env, TTRPC_ADDRESS: this.events.path };
+    // SHIM_TEST_POOL: a standby pool of this fake containerd's own (containerd.ts says why).
+    this.env = { ...process.env, TTRPC_ADDRESS: this.events.path, SHIM_TEST_POOL: this.events.path };
   }
 
   static async create(prefix: string): Promise<ShimLab> {

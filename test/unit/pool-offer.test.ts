@@ -16,10 +16,13 @@ function rng(s: number): () => number {
 }
 
 const job = { kind: 'job', argv: ['-namespace', 'k8s.io', '-address', '/run/containerd/containerd.sock', '-id', 'c1', 'delete'], cwd: '/b/c1', ppid: 42 };
-const adopt = { kind: 'adopt', argv: ['-namespace', 'k8s.io', '-id', 'c1', '-address', '/a'], bundle: '/b/c1', argv0: '/usr/bin/containerd-shim-runc-v2' };
+const adopt = {
+  kind: 'adopt', argv: ['-namespace', 'k8s.io', '-id', 'c1', '-address', '/a'], bundle: '/b/c1', argv0: '/usr/bin/containerd-shim-runc-v2',
+  env: { TTRPC_ADDRESS: '/a.ttrpc', GRPC_ADDRESS: '/a', NAMESPACE: 'k8s.io' },
+};
 
 test('well-formed offers are taken, with exactly their fds', () => {
-  assert.deepEqual(parseOffer(JSON.stringify(job), [4, 5, 6]), { ...job, argv0: undefined, fds: [4, 5, 6] });
+  assert.deepEqual(parseOffer(JSON.stringify(job), [4, 5, 6]), { ...job, argv0: undefined, env: {}, fds: [4, 5, 6] }, 'no env: none');
   assert.deepEqual(parseOffer(JSON.stringify(adopt), [7]), { ...adopt, fds: [7] });
   for (const fds of [[], [4], [4, 5], [4, 5, 6, 7]]) assert.equal(parseOffer(JSON.stringify(job), fds), undefined, `a job with ${fds.length} fds`);
   for (const fds of [[], [4, 5], [4, 5, 6]]) assert.equal(parseOffer(JSON.stringify(adopt), fds), undefined, `an adoption with ${fds.length} fds`);
@@ -30,6 +33,10 @@ test('offers with a wrong field are refused', () => {
     null, [], 'job', 42,
     { ...job, kind: 'other' }, { ...job, argv: 'delete' }, { ...job, argv: [1] }, { ...job, cwd: 1 }, { ...job, ppid: 'x' }, { ...job, ppid: 1.5 },
     { ...adopt, bundle: 'relative' }, { ...adopt, bundle: 7 }, { ...adopt, argv: undefined },
+    // env: only containerd's per-daemon variables (JOB_ENV), as strings without NUL.
+    { ...job, env: 'TTRPC_ADDRESS=/a' }, { ...job, env: [] }, { ...job, env: null }, { ...job, env: { PATH: '/bin' } },
+    { ...job, env: { LD_PRELOAD: '/x.so' } }, { ...job, env: { NODE_OPTIONS: '--require=/x.js' } },
+    { ...job, env: { TTRPC_ADDRESS: 1 } }, { ...job, env: { TTRPC_ADDRESS: 'a\0b' } },
   ];
   for (const b of bad) {
     const fds = (b as { kind?: string } | null)?.kind === 'adopt' ? [3] : [3, 4, 5];
@@ -59,6 +66,7 @@ test(`fuzz: ${cases} random and mutated offers never throw, and what is taken is
     const o = parseOffer(text, fds);
     if (!o) continue;
     assert.ok(Array.isArray(o.argv) && o.argv.every((a) => typeof a === 'string'));
+    assert.ok(Object.entries(o.env).every(([k, v]) => ['TTRPC_ADDRESS', 'GRPC_ADDRESS', 'NAMESPACE'].includes(k) && typeof v === 'string' && !v.includes('\0')));
     if (o.kind === 'job') assert.ok(fds.length === 3 && typeof o.cwd === 'string' && Number.isSafeInteger(o.ppid));
     else assert.ok(fds.length === 1 && o.bundle.startsWith('/'));
   }
