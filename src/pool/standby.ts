@@ -9,9 +9,9 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import * as native from '../sys/native.js';
-import { COMMIT_TIMEOUT_MS, MSG_ACCEPT, MSG_COMMIT, MSG_REFUSE, MSG_RUNNING, OFFER_TIMEOUT_MS } from './constants.js';
+import { COMMIT_TIMEOUT_MS, MAX_STANDBYS, MSG_ACCEPT, MSG_COMMIT, MSG_REFUSE, MSG_RUNNING, OFFER_TIMEOUT_MS } from './constants.js';
 import { applyJobEnv, baseOf, ownPoolBase, postsOf } from './key.js';
-import { claimBoot, postServed, releaseBoot, sweepLitter } from './claim.js';
+import { claimBoot, postServed, releaseBoot, standbysOnMachine, sweepLitter } from './claim.js';
 import { recordHome } from './cgroup.js';
 import { forgetStandbys, reapStandbys, spawnStandby } from './spawn.js';
 import { foreignPeer } from './peer.js';
@@ -199,7 +199,9 @@ export async function runStandby<F extends JobFlags>(sf: StandbyFlags, run: Shim
     await enqueue(sock);
     if (done) return; // a `start`: this is the daemon now
     process.chdir('/'); // the job's bundle must not stay pinned by our cwd
-    const free = keyed ? posts.find((p) => !fs.existsSync(p) && claimBoot(p)) : undefined;
+    // Stay on as a standby only within the machine's bound, as a spawned one would.
+    const room = keyed && standbysOnMachine() < MAX_STANDBYS;
+    const free = room ? posts.find((p) => !fs.existsSync(p) && claimBoot(p)) : undefined;
     if (!free) return process.exit(0);
     post = claimed = free;
     refill(); // the other posts

@@ -304,7 +304,15 @@ function defineSuite(): void {
         const id = uniqueId('v2', shim.name, 'oominit');
         const r = await env.run(shim, ['--rm', '--memory-limit', String(32 * MIB), env.image, id, ...OOM]);
         assert.equal(r.code, 137, `ctr run exit code; stderr: ${r.stderr}`);
-        const events = await env.waitEvents(id, (evs) => evs.some((e) => e.topic === '/tasks/delete') && evs.some((e) => e.topic === '/tasks/oom'), EVENT_WAIT);
+        await env.waitEvents(id, (evs) => evs.some((e) => e.topic === '/tasks/exit') && evs.some((e) => e.topic === '/tasks/oom'), EVENT_WAIT);
+        // containerd 2.x's Go shims now and then never publish /tasks/delete (seen 1 in 15 on 2.3.4,
+        // 3 in 15 on 2.1.9; daemons.test.ts notes it the same way): the reference gets the event
+        // added for the comparison, with a note. Ours must publish it.
+        const lost = shim.name === 'reference' && ON_2X && !await waitFor(() => env.taskEvents(id).some((e) => e.topic === '/tasks/delete'), 5000, 25);
+        if (lost) console.log(`# the reference shim of containerd ${DAEMON.name} lost /tasks/delete of ${id}; compared as if it had come`);
+        const events = lost
+          ? [...env.taskEvents(id), { timestamp: '', topic: '/tasks/delete', namespace: '', event: {} }]
+          : await env.waitEvents(id, (evs) => evs.some((e) => e.topic === '/tasks/delete'), EVENT_WAIT);
         assert.deepEqual(withoutOom(events), ['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete']);
         assert.equal(events.filter((e) => e.topic === '/tasks/oom').length, 1, 'one /tasks/oom');
         oomOrder(shim.name, 'init', events, '');

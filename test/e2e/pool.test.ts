@@ -7,6 +7,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { FakeEvents, TaskClient } from '../support/taskclient.js';
@@ -15,8 +16,8 @@ import { waitGone, repoRoot, OUR_SHIM_BIN } from '../support/shimproc.js';
 import { DeleteResponse } from '../../src/gen/containerd/task/v2/shim.js';
 import { Options } from '../../src/gen/containerd/runc/v1/runc.js';
 import { Any } from '../../src/gen/google/protobuf/any.js';
-import { ACCEPT_TIMEOUT_MS, COMMIT_TIMEOUT_MS, MSG_ACCEPT } from '../../src/pool/constants.js';
-import { claimPath, warmupSocketPath } from '../../src/pool/claim.js';
+import { ACCEPT_TIMEOUT_MS, COMMIT_TIMEOUT_MS, MAX_STANDBYS, MSG_ACCEPT, POST_DIR } from '../../src/pool/constants.js';
+import { claimPath, standbysOnMachine, warmupSocketPath } from '../../src/pool/claim.js';
 import { baseOf, poolBase, postsOf } from '../../src/pool/key.js';
 import { withTitleRoom } from '../../src/pool/spawn.js';
 
@@ -130,11 +131,18 @@ describe('standby pool: exactly-once hand-over under faults', { skip }, () => {
 
   /** End the case: every process of its pool and daemon gone, its posts and claims removed, no fd left open by a survivor. */
   async function cleanup(c: Case): Promise<void> {
-    for (const pid of [...standbysOf(c.base), ...daemonsOf(c.id)]) {
-      try { process.kill(pid, 'SIGTERM'); } catch { /* gone */ }
-      assert.ok(await waitGone(pid, 10_000), `process ${pid} of case ${c.n} exits`);
-      fs.rmSync(warmupSocketPath(pid), { force: true });
+    // Rounds: a standby may have spawned a refill just after a listing; once it is gone, its
+    // refills are all visible to the next one.
+    for (let round = 0; round < 5; round++) {
+      const pids = [...standbysOf(c.base), ...daemonsOf(c.id)];
+      if (pids.length === 0) break;
+      for (const pid of pids) {
+        try { process.kill(pid, 'SIGTERM'); } catch { /* gone */ }
+        assert.ok(await waitGone(pid, 10_000), `process ${pid} of case ${c.n} exits`);
+        fs.rmSync(warmupSocketPath(pid), { force: true });
+      }
     }
+    assert.deepEqual([...standbysOf(c.base), ...daemonsOf(c.id)], [], `nothing of case ${c.n} is left`);
     for (const p of postsOf(c.base)) { fs.rmSync(p, { force: true }); fs.rmSync(claimPath(p), { force: true }); }
   }
 
@@ -397,6 +405,32 @@ print('seen', len(d), flush=True)`;
     } finally {
       await cleanup(old);
       await cleanup(fresh);
+    }
+  });
+
+  test('a process booted for a delete stays on as a standby only within the machine\'s bound', T, async () => {
+    // Fill the machine up to MAX_STANDBYS with listeners on posts of a pool nobody uses.
+    const fakes: net.Server[] = [];
+    for (let i = 0; standbysOnMachine() < MAX_STANDBYS; i++) {
+      const srv = net.createServer();
+      await new Promise<void>((resolve, reject) => srv.listen(`${POST_DIR}/standby-full${process.pid}x${i}-0`, resolve).once('error', reject));
+      fakes.push(srv);
+    }
+    const c = newCase();
+    try {
+      const r = await job(c, 'delete'); // an empty pool: a process is booted for the job
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(c.count(), 1);
+      // It either takes a post (the bug) or exits; nothing else ends the wait.
+      const deadline = Date.now() + 20_000;
+      while (Date.now() < deadline && standbysOf(c.base).length > 0 && !postsOf(c.base).some((p) => fs.existsSync(p))) {
+        await new Promise((res) => setTimeout(res, 50));
+      }
+      assert.deepEqual(postsOf(c.base).filter((p) => fs.existsSync(p)), [], 'no post taken beyond the bound');
+      assert.deepEqual(standbysOf(c.base), [], 'the process booted for the job exited');
+    } finally {
+      for (const srv of fakes) await new Promise((res) => srv.close(res));
+      await cleanup(c);
     }
   });
 
