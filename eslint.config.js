@@ -4,7 +4,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'src/gen/**', 'native/build/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'src/gen/**', 'native/build/**', 'bench/out/**', 'bench/experiments/out/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -48,7 +48,7 @@ static void exec_node(int argc, char **argv) {
   if (!args) _exit(1);
   int n = 0;
   args[n++] = (char *)node;
-  args[n++] = "--no-warnings";
+  args[n++] = POOL_NODE_FLAG;
   for (int i = 1; i < argc; i++) args[n++] = argv[i];
   args[n] = NULL;
   execvp(node, args);
@@ -129,7 +129,7 @@ static int pool_base(const char *main_js, char *out, size_t outlen) {
   char real[PATH_MAX], num[64];
   struct stat st;
   uint64_t h = 0xcbf29ce484222325ULL;
-  h = fnv_part(h, "shim-pool-v2");
+  h = fnv_part(h, "shim-pool-v3");
   snprintf(num, sizeof num, "%u", (unsigned)geteuid()); h = fnv_part(h, num);
   snprintf(num, sizeof num, "%u", (unsigned)getegid()); h = fnv_part(h, num);
   if (realpath(main_js, real) && stat(real, &st) == 0) {
@@ -141,6 +141,8 @@ static int pool_base(const char *main_js, char *out, size_t outlen) {
   } else {
     h = fnv_part(h, "");
   }
+  h = fnv_part(h, POOL_NODE_FLAG); /* Node's flags (only this one), then an empty part */
+  h = fnv_part(h, "");
   size_t n = 0;
   for (char **e = environ; *e; e++) n++;
   char **env = calloc(n + 1, sizeof *env);
@@ -295,7 +297,7 @@ static int run_direct(char **argv, const char *base, const char *msg, size_t len
   snprintf(post, sizeof post, "%s-0", base);
   const char *node = getenv("SHIM_NODE");
   if (!node || !*node) node = "node";
-  const char *fixed[] = {node, "--no-warnings", argv[1], "-standby", post, "-job-fd", "3"};
+  const char *fixed[] = {node, POOL_NODE_FLAG, argv[1], "-standby", post, "-job-fd", "3"};
   const size_t nfixed = sizeof fixed / sizeof fixed[0];
   /* Each empty argument is one NUL byte of room; the shim's flag parser stops at the first. */
   size_t used = 0;

@@ -4,6 +4,11 @@
 // time, so both sides read one definition. Keep each on one line, a number or a string literal.
 // The protocol they belong to: docs/standby-protocol.md.
 
+/**
+ * The Node flag the launcher runs every shim process with (bin/containerd-shim-runc-v2 does too).
+ * Node's flags key a pool (key.ts): a standby runs jobs with the flags it booted with.
+ */
+export const NODE_FLAG = '--no-warnings';
 /** Where the posts (the standbys' control sockets) live: containerd's shim socket directory. */
 export const POST_DIR = '/run/containerd/s';
 /** Standbys kept per pool: `start` takes one, the `delete` that follows a short container another. */

@@ -2,14 +2,14 @@
 // Which pool a `start` or `delete` may be served from. A standby boots with the environment of
 // the shim that spawned it and runs jobs with it, so a pool is keyed by everything a fresh shim
 // process would take from outside besides its job: the user and group it runs as, the build of
-// the shim (path, mtime and size of the bundle), and the whole environment containerd gave it
-// (SCHED_CORE, MAX_SHIM_VERSION, PATH, proxies, NODE_OPTIONS, …) but the few names in
+// the shim (path, mtime and size of the bundle), Node's flags, and the whole environment
+// containerd gave it (SCHED_CORE, MAX_SHIM_VERSION, PATH, proxies, NODE_OPTIONS, …) but the few names in
 // KEY_ENV_IGNORED. The job itself travels with each offer: argv (with `-address` and
 // `-namespace`), cwd, stdin (containerd 2.3's BootstrapParams) and the JOB_ENV variables
 // containerd sets per address and namespace, so one pool serves every containerd address.
 // native/launcher/launcher.c computes the same key; test/e2e/pool.test.ts holds them equal.
 import fs from 'node:fs';
-import { JOB_ENV, KEY_ENV_IGNORED, POOL_SIZE, POST_DIR } from './constants.js';
+import { JOB_ENV, KEY_ENV_IGNORED, NODE_FLAG, POOL_SIZE, POST_DIR } from './constants.js';
 
 const IGNORED = new Set([...KEY_ENV_IGNORED.split(','), ...JOB_ENV.split(',')]);
 
@@ -19,6 +19,8 @@ export interface PoolKeyInput {
   gid: number;
   /** The shim's entry script (dist/shim/main.js). */
   entry: string;
+  /** Node's flags (process.execArgv); the launcher's NODE_FLAG when not given. */
+  execArgv?: readonly string[];
   env: NodeJS.ProcessEnv;
 }
 
@@ -53,8 +55,11 @@ function buildIdentity(entry: string): string {
 
 /** The bytes the key is the hash of; each part NUL-terminated. */
 function keyMaterial(k: PoolKeyInput): Buffer {
-  const head = `shim-pool-v2\0${k.uid}\0${k.gid}\0${buildIdentity(k.entry)}\0`;
+  const head = `shim-pool-v3\0${k.uid}\0${k.gid}\0${buildIdentity(k.entry)}\0`;
   const parts: Uint8Array[] = [Buffer.from(head, 'utf8')];
+  // Node's flags, then an empty part: a flag changes how the daemon runs (heap sizes, JIT).
+  for (const f of k.execArgv ?? [NODE_FLAG]) parts.push(Buffer.from(f, 'utf8'), Buffer.alloc(1));
+  parts.push(Buffer.alloc(1));
   for (const e of keyedEnv(k.env)) parts.push(e, Buffer.alloc(1));
   return Buffer.concat(parts);
 }
@@ -66,7 +71,7 @@ export function poolBase(k: PoolKeyInput, dir = POST_DIR): string {
 
 /** The pool key of this process (of its environment as it is now). */
 export function ownPoolBase(env = process.env): string {
-  return poolBase({ uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0, entry: process.argv[1] ?? '', env });
+  return poolBase({ uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0, entry: process.argv[1] ?? '', execArgv: process.execArgv, env });
 }
 
 /** The JOB_ENV variables of `env` that are set: what an offer carries. */

@@ -83,7 +83,11 @@ export async function start(flags: ShimFlags, ctx: StartContext = processContext
       adjustOomScore(pid, ctx.ppid);
     } catch (e) {
       // A standby running this job is the daemon itself: it exits once the job's status is out.
-      if (pid !== process.pid) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      // A daemon we spawned is killed and waited for, so that none is left (nor a zombie) when
+      // containerd reads the failure.
+      if (pid !== process.pid) {
+        try { process.kill(pid, 'SIGKILL'); native.waitChild(pid, 5000); } catch { /* gone, or not our child */ }
+      }
       throw e;
     }
     return out;

@@ -434,6 +434,24 @@ print('seen', len(d), flush=True)`;
     }
   });
 
+  test('a standby running with other Node flags takes no post of the launcher\'s pool', T, async () => {
+    const c = newCase();
+    const post = `${c.base}-0`;
+    // The launcher's pool (its NODE_FLAG only); this process runs Node with one flag more.
+    const child = spawn(process.execPath, withTitleRoom(['--no-warnings', '--max-semi-space-size=1', MAIN, '-standby', post]), { env: c.env, stdio: 'ignore', cwd: '/' });
+    try {
+      const code = await new Promise<number | null>((resolve) => {
+        const t = setTimeout(() => resolve(-1), 20_000);
+        child.once('exit', (n) => { clearTimeout(t); resolve(n); });
+      });
+      assert.equal(code, 0, 'it exits at once instead of serving');
+      assert.equal(fs.existsSync(post), false, 'and never took the post');
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await cleanup(c);
+    }
+  });
+
   test('the launcher and the TypeScript side name the same pool', T, async () => {
     const c = newCase();
     try {
