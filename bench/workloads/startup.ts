@@ -7,17 +7,16 @@
 // `node -e 0` is timed in the same loop as the floor.
 // A second loop gives every cycle a containerd address of its own (-address and TTRPC_ADDRESS
 // under the scratch dir, nothing listening on either), as containerd's shim conformance suite
-// does with a new daemon per test: for ours, a standby pool keyed by the address misses.
+// does with a new daemon per test: for ours, whether its standby pool serves an address it has
+// not seen (it does: the address is job input, not part of the pool key).
 import { existsSync, mkdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fullPath, listProcesses, procEnviron, shimSocketPath } from '../../test/support/containerd.js';
+import { fullPath, listProcesses, procEnviron, removePoolLitter, shimSocketPath } from '../../test/support/containerd.js';
 import { TaskClient } from '../../test/support/taskclient.js';
 import { FifoReader, mkfifo } from '../../test/support/fifo.js';
 import { addMetric, countFailure, log, newId, order, perShim, waitQuiet, type Ctx } from '../lib/ctx.js';
 import { findShimDaemons, timedRun, waitGone } from '../lib/proc.js';
-import { baseOf, postsOf } from '../../src/pool/key.js';
-import { claimPath, warmupSocketPath } from '../../src/pool/claim.js';
 import type { Shim } from '../lib/shims.js';
 import { BootstrapParams, BootstrapResult } from '../../src/gen/containerd/runtime/bootstrap/v1/bootstrap.js';
 
@@ -171,8 +170,7 @@ async function reapScratchShims(root: string, shimOf: (name: string) => string |
     }
     for (const p of procs) await waitGone(p.pid, 3000);
   }
-  const pool = [...posts].flatMap((p) => postsOf(baseOf(p)));
-  for (const f of [...pool, ...pool.map(claimPath), ...[...killed].map((pid) => warmupSocketPath(pid))]) rmSync(f, { force: true });
+  removePoolLitter(posts, killed);
   return { standbys, leftovers };
 }
 
@@ -230,7 +228,7 @@ export async function startup(ctx: Ctx): Promise<void> {
   addMetric(ctx, { workload: 'startup', metric: '`start` → 1st RPC, containerd 2.3 bootstrap', unit: 'ms', better: 'lower', how: `${base}, but stdin a protobuf BootstrapParams as containerd 2.3 writes it and the answer read as 2.3 reads it (BootstrapResult → task v3; the reference runs it only on containerd 2.3, older Go shims fail start on the params). Compare with the row above: the bootstrap must cost nothing.` }, readyBootstrap);
   addMetric(ctx, { workload: 'startup', metric: 'daemon ready after `start` exits', unit: 'ms', better: 'lower', how: 'the difference of the two above: daemon boot left on the critical path after `start` returned.' }, afterStart);
   addMetric(ctx, { workload: 'startup', metric: '`delete` action', unit: 'ms', better: 'lower', how: `${base}; after Shutdown, \`… delete\` wall time (runc delete --force of a missing container, unmount, DeleteResponse on stdout).` }, del);
-  const freshHow = `${base}, but every cycle with a containerd address of its own, as containerd's shim conformance suite has (a new daemon per test): \`-address <scratch>/na/<shim#>-<iteration>/c.sock\` and TTRPC_ADDRESS=<that>.ttrpc, nothing listening on either (a cycle sends only Connect and Shutdown, no event is published), \`delete\` with the same address; in a loop of its own after the cycles above. For ours this measures whatever its standby pool does for an address it has not served before (with the pool keyed by the address, a miss: the \`start\` boots Node); the idle standbys the cycles leave behind are killed after the loop (not counted), any other process still referring to those addresses is counted under Failures (startup-leftovers)`;
+  const freshHow = `${base}, but every cycle with a containerd address of its own, as containerd's shim conformance suite has (a new daemon per test): \`-address <scratch>/na/<shim#>-<iteration>/c.sock\` and TTRPC_ADDRESS=<that>.ttrpc, nothing listening on either (a cycle sends only Connect and Shutdown, no event is published), \`delete\` with the same address; in a loop of its own after the cycles above. For ours this measures whatever its standby pool does for an address it has not served before (the address is job input, not part of the pool key: a standby of the same environment serves it); the idle standbys the cycles leave behind are killed after the loop (not counted), any other process still referring to those addresses is counted under Failures (startup-leftovers)`;
   addMetric(ctx, { workload: 'startup', metric: '`start` action, new -address each', unit: 'ms', better: 'lower', how: `${freshHow}; spawn of \`start\` → exit with stdout at EOF.` }, fresh.start);
   addMetric(ctx, { workload: 'startup', metric: '`start` → daemon answers 1st RPC, new -address each', unit: 'ms', better: 'lower', how: `${freshHow}; spawn of \`start\` → the daemon's reply to Connect.` }, fresh.ready);
   ctx.floors.push({

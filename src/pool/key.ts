@@ -3,15 +3,17 @@
 // the shim that spawned it and runs jobs with it, so a pool is keyed by everything a fresh shim
 // process would take from outside besides its job: the user and group it runs as, the build of
 // the shim (path, mtime and size of the bundle), Node's flags, and the whole environment
-// containerd gave it (SCHED_CORE, MAX_SHIM_VERSION, PATH, proxies, NODE_OPTIONS, …) but the few names in
-// KEY_ENV_IGNORED. The job itself travels with each offer: argv (with `-address` and
+// containerd gave it (SCHED_CORE, MAX_SHIM_VERSION, PATH, proxies, NODE_OPTIONS, …) but the few
+// names in KEY_ENV_IGNORED. The job itself travels with each offer: argv (with `-address` and
 // `-namespace`), cwd, stdin (containerd 2.3's BootstrapParams) and the JOB_ENV variables
 // containerd sets per address and namespace, so one pool serves every containerd address.
 // native/launcher/launcher.c computes the same key; test/e2e/pool.test.ts holds them equal.
 import fs from 'node:fs';
 import { JOB_ENV, KEY_ENV_IGNORED, NODE_FLAG, POOL_SIZE, POST_DIR } from './constants.js';
 
-const IGNORED = new Set([...KEY_ENV_IGNORED.split(','), ...JOB_ENV.split(',')]);
+/** The JOB_ENV names: a job's own, never a pool's key. */
+const JOB_VARS = JOB_ENV.split(',');
+const IGNORED = new Set([...KEY_ENV_IGNORED.split(','), ...JOB_VARS]);
 
 /** What keys a pool. */
 export interface PoolKeyInput {
@@ -77,13 +79,13 @@ export function ownPoolBase(env = process.env): string {
 /** The JOB_ENV variables of `env` that are set: what an offer carries. */
 export function jobEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const k of JOB_ENV.split(',')) if (env[k] !== undefined) out[k] = env[k];
+  for (const k of JOB_VARS) if (env[k] !== undefined) out[k] = env[k];
   return out;
 }
 
 /** Take on a job's JOB_ENV variables: those it carries, and none left from an earlier job. */
 export function applyJobEnv(vars: Readonly<Record<string, string>>, env: NodeJS.ProcessEnv = process.env): void {
-  for (const k of JOB_ENV.split(',')) {
+  for (const k of JOB_VARS) {
     if (vars[k] !== undefined) env[k] = vars[k];
     else delete env[k];
   }
@@ -91,7 +93,7 @@ export function applyJobEnv(vars: Readonly<Record<string, string>>, env: NodeJS.
 
 /** Whether `name` is one of the JOB_ENV variables. */
 export function isJobEnv(name: string): boolean {
-  return JOB_ENV.split(',').includes(name);
+  return JOB_VARS.includes(name);
 }
 
 /** The posts of the pool whose base is `base`, in the order senders try them. */

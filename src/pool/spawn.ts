@@ -80,7 +80,6 @@ export function withTitleRoom(argv: readonly string[]): string[] {
 /** The standbys this process spawned and has not waited for yet (see reapStandbys). */
 const spawned = new Set<number>();
 
-
 /**
  * Leave a standby behind for a post (booting at low priority, off the critical path, in the
  * home cgroup): not when the post is held or one is booting for it, nor when the machine has

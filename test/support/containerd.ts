@@ -164,6 +164,17 @@ export interface ProcInfo {
   argv: string[];
 }
 
+/**
+ * What killed standbys leave under /run/containerd/s: the posts of their pools, the `.booting`
+ * claim of one killed while booting, the `warmup-<pid>` socket of one killed while warming up
+ * (src/shim/warmup.ts). `posts`: posts the standbys held (argv `-standby <post>`).
+ */
+export function removePoolLitter(posts: Iterable<string>, killed: Iterable<number>): void {
+  const pool = [...posts].flatMap((p) => postsOf(baseOf(p)));
+  const warm = [...killed].map((pid) => warmupSocketPath(pid));
+  for (const f of [...pool, ...pool.map(claimPath), ...warm]) rmSync(f, { force: true });
+}
+
 /** The process's environment (empty when unreadable). */
 export function procEnviron(pid: number): string[] {
   try {
@@ -692,11 +703,8 @@ class Instance implements Containerd {
         if (addr?.startsWith(`unix://${SHIM_SOCKET_DIR}/`)) sockets.add(addr.slice('unix://'.length));
       }
     }
-    // A standby killed while booting leaves its post's `.booting` claim.
-    const pool = [...posts].flatMap((p) => postsOf(baseOf(p)));
-    // ... and one killed while warming up its `warmup-<pid>` socket (src/shim/warmup.ts).
-    const warm = killed.map((pid) => warmupSocketPath(pid));
-    for (const s of [...sockets, ...pool, ...pool.map(claimPath), ...warm]) rmSync(s, { force: true });
+    for (const s of sockets) rmSync(s, { force: true });
+    removePoolLitter(posts, killed);
     // 4. Runc state dirs of tracked ids (runc delete normally removed them), and their cgroups
     //    (ctr puts a container in /<ns>/<id> of each hierarchy; rmdir fails harmlessly if busy).
     for (const { namespace, id } of tasks) {
