@@ -14,13 +14,16 @@ bash scripts/install-test.sh
 echo "test: containerd's shim conformance suite (scripts/shimtest.sh)"
 bash scripts/shimtest.sh
 # Focused runs on other daemons (the cross-daemon lane, daemons.test.ts, runs inside npm test):
-# a terminal's and the pipes' whole output at exit, through containerd 1.7 and 2.3.
+# a terminal's and the pipes' whole output at exit, and the opt-in shared daemons, through
+# containerd 1.7 and 2.3.
 for d in 1.7 2.3; do
   if [ -x "${SHIM_DAEMONS_PREFIX:-/opt/shim-test}/containerd-$d/bin/containerd" ]; then
     echo "test: tty and pipe output at exit through containerd $d (io-drain, focused)"
     SHIM_DAEMON=$d IO_DRAIN_RUNS=5 node --test --test-reporter=spec --test-concurrency=1 --test-name-pattern="tty|pipes" dist/test/e2e/io-drain.test.js
+    echo "test: opt-in shared daemons through containerd $d (shared.test, focused)"
+    SHIM_DAEMON=$d node --test --test-reporter=spec --test-concurrency=1 dist/test/e2e/shared.test.js
   else
-    echo "test: SKIPPED the io-drain run on containerd $d: not installed (scripts/daemons.sh)"
+    echo "test: SKIPPED the io-drain and shared-daemon runs on containerd $d: not installed (scripts/daemons.sh)"
   fi
 done
 # The cgroup v2 lane: a pure cgroup v2 qemu guest on this host's own root (these machines are

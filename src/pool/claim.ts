@@ -122,7 +122,7 @@ export function warmupSocketPath(pid: number, dir = POST_DIR): string {
 
 /**
  * Litter of standbys that died: claims whose owner is gone, warm-up sockets of dead pids, posts
- * nobody is bound to any more.
+ * (and shared daemons' posts) nobody is bound to any more.
  */
 export function sweepLitter(dir = POST_DIR): void {
   let names: string[];
@@ -134,7 +134,7 @@ export function sweepLitter(dir = POST_DIR): void {
     try {
       if (n.startsWith('standby-') && n.endsWith('.booting')) {
         if (!claimLive(p)) fs.unlinkSync(p);
-      } else if (n.startsWith('standby-') && /-\d+$/.test(n)) {
+      } else if ((n.startsWith('standby-') && /-\d+$/.test(n)) || n.startsWith('shared-')) {
         if (bound && !bound.has(p) && fs.lstatSync(p).isSocket()) fs.unlinkSync(p);
       } else if (warmPid && !fs.existsSync(`/proc/${warmPid}`)) {
         fs.unlinkSync(p);

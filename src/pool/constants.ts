@@ -34,7 +34,7 @@ export const MAX_OFFER = 4000;
  * launcher and the spawner add for every daemon alike, the binary's own path (sent with each
  * job), and test-only fault injection. Comma-separated names.
  */
-export const KEY_ENV_IGNORED = 'PWD,OLDPWD,SHLVL,_,SHIM_ARGV0,GOMAXPROCS,SHIM_SET_MALLOC_ARENA_MAX,SHIM_FAULT_SENDER,SHIM_FAULT_STANDBY';
+export const KEY_ENV_IGNORED = 'PWD,OLDPWD,SHLVL,_,SHIM_ARGV0,GOMAXPROCS,SHIM_SET_MALLOC_ARENA_MAX,SHIM_FAULT_SENDER,SHIM_FAULT_STANDBY,SHIM_FAULT_SHARED';
 /**
  * Variables containerd sets for each daemon address and namespace (containerd v2.3.4
  * pkg/shim/util.go Command: TTRPC_ADDRESS, GRPC_ADDRESS, NAMESPACE). They are a job's input, like

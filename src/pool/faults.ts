@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Fault injection for the hand-over protocol's tests (test/e2e/pool.test.ts), off unless the
-// test sets SHIM_FAULT_STANDBY or SHIM_FAULT_SENDER to `<step>:kill` or `<step>:stall:<ms>`.
+// test sets SHIM_FAULT_STANDBY, SHIM_FAULT_SHARED (a shared daemon's post, shared.ts) or SHIM_FAULT_SENDER to `<step>:kill` or `<step>:stall:<ms>`.
 // `kill` dies at once (SIGKILL, nothing cleaned up); `stall` blocks the whole process, as a
 // stopped or starved one would. The launcher (C) reads SHIM_FAULT_SENDER the same way.
 
@@ -18,6 +18,10 @@ function inject(spec: string | undefined, step: string): void {
 
 export function standbyFault(step: StandbyStep): void {
   inject(process.env.SHIM_FAULT_STANDBY, step);
+}
+
+export function sharedFault(step: StandbyStep): void {
+  inject(process.env.SHIM_FAULT_SHARED, step);
 }
 
 export function senderFault(step: SenderStep): void {

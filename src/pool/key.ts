@@ -96,6 +96,17 @@ export function isJobEnv(name: string): boolean {
   return JOB_VARS.includes(name);
 }
 
+/**
+ * The post of the shared daemon (docs/shared-daemon.md) that serves sockets for the pool `base`,
+ * containerd's JOB_ENV `vars` (its addresses and namespace) and the runc option `shim_cgroup`:
+ * a tenant joins only a daemon that runs as a fresh one of its own would.
+ */
+export function sharedPostOf(base: string, vars: Readonly<Record<string, string>>, shimCgroup: string): string {
+  const parts = [base, ...JOB_VARS.map((k) => `${k}=${vars[k] ?? ''}`), shimCgroup].join('\0');
+  const dir = base.replace(/\/[^/]*$/, '');
+  return `${dir}/shared-${fnv1a64(Buffer.from(parts, 'utf8'))}`;
+}
+
 /** The posts of the pool whose base is `base`, in the order senders try them. */
 export function postsOf(base: string): string[] {
   return Array.from({ length: POOL_SIZE }, (_, i) => `${base}-${i}`);

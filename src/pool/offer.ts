@@ -9,8 +9,8 @@ import { ByteReader, connFd, encodeOffer, writeByte } from './protocol.js';
 import { foreignPeer } from './peer.js';
 import { senderFault } from './faults.js';
 
-/** The daemon a standby should become: its flags (as argv), its bundle, the binary containerd ran, containerd's JOB_ENV. */
-export interface Adoption { argv: string[]; bundle: string; argv0?: string; env: Record<string, string> }
+/** The daemon a standby should become (or a shared daemon serve): its flags (as argv), its bundle, the binary containerd ran, containerd's JOB_ENV, the runc option shim_cgroup. */
+export interface Adoption { argv: string[]; bundle: string; argv0?: string; env: Record<string, string>; shimCgroup?: string }
 
 function connect(path: string): Promise<net.Socket | undefined> {
   return new Promise((resolve) => {

@@ -7,7 +7,8 @@
 //   STATUS   standby → sender  one byte: the job's exit status (0 for an adoption once serving)
 // A `job` (from the launcher) carries the shim's argv, cwd, containerd's pid and stdin, stdout
 // and stderr; an `adopt` (from a Node `start`) carries the daemon's flags as argv, the bundle
-// and the listening shim socket. Both carry the sender's JOB_ENV variables (containerd's
+// and the listening shim socket (and the runc option shim_cgroup the daemon is to run in, when
+// set: a shared daemon, docs/shared-daemon.md, takes only tenants of its own). Both carry the sender's JOB_ENV variables (containerd's
 // addresses and namespace), which the standby takes on for the job.
 import fs from 'node:fs';
 import type net from 'node:net';
@@ -17,7 +18,7 @@ import { isJobEnv } from './key.js';
 
 export type Offer =
   | { kind: 'job'; argv: string[]; cwd: string; ppid: number; argv0?: string; env: Record<string, string>; fds: number[] }
-  | { kind: 'adopt'; argv: string[]; bundle: string; argv0?: string; env: Record<string, string>; fds: number[] };
+  | { kind: 'adopt'; argv: string[]; bundle: string; argv0?: string; env: Record<string, string>; shimCgroup?: string; fds: number[] };
 
 /** The fd of a connected net.Socket (pool sockets are always unix stream sockets). */
 export function connFd(sock: net.Socket): number {
@@ -58,8 +59,9 @@ export function parseOffer(text: string, fds: number[]): Offer | undefined {
   if (o.kind === 'job' && fds.length === 3 && typeof o.cwd === 'string' && Number.isSafeInteger(o.ppid)) {
     return { kind: 'job', argv: o.argv, cwd: o.cwd, ppid: o.ppid as number, argv0, env, fds };
   }
-  if (o.kind === 'adopt' && fds.length === 1 && typeof o.bundle === 'string' && o.bundle.startsWith('/')) {
-    return { kind: 'adopt', argv: o.argv, bundle: o.bundle, argv0, env, fds };
+  const shimCgroup = o.shimCgroup;
+  if (o.kind === 'adopt' && fds.length === 1 && typeof o.bundle === 'string' && o.bundle.startsWith('/') && (shimCgroup === undefined || (typeof shimCgroup === 'string' && !shimCgroup.includes('\0')))) {
+    return { kind: 'adopt', argv: o.argv, bundle: o.bundle, argv0, env, ...(shimCgroup ? { shimCgroup } : {}), fds };
   }
   return undefined;
 }

@@ -16,6 +16,7 @@ import { recordHome } from './cgroup.js';
 import { forgetStandbys, reapStandbys, spawnStandby } from './spawn.js';
 import { foreignPeer } from './peer.js';
 import { standbyFault } from './faults.js';
+import { inode, isLive } from './sockfile.js';
 import { ByteReader, closeAll, connFd, receiveOffer, writeByte, type Offer } from './protocol.js';
 
 const DEFAULT_IDLE_S = 120;
@@ -28,8 +29,9 @@ export interface JobFlags { action: string; namespace: string; id: string; addre
 interface JobStartContext {
   cwd: string;
   ppid: number;
+  argv0?: string;
   readStdin(): Buffer;
-  launch(fd: number): Promise<number>;
+  launch(fd: number, shimCgroup: string): Promise<number>;
 }
 
 /** The shim's actions a standby runs. */
@@ -37,8 +39,8 @@ export interface ShimRunners<F extends JobFlags> {
   parseFlags(argv: readonly string[]): F;
   start(flags: F, ctx: JobStartContext): Promise<Uint8Array>;
   deleteAction(flags: F, warn: (m: string) => void, cwd: string): Uint8Array;
-  /** Serve as the daemon of `flags` on the listening socket `fd`, in the bundle (cwd). */
-  serve(flags: F, fd: number, onQuiet?: () => void): Promise<void>;
+  /** Serve as the daemon of `flags` on the listening socket `fd`, in the bundle (cwd), to run in `shimCgroup`. */
+  serve(flags: F, fd: number, onQuiet: (() => void) | undefined, shimCgroup: string): Promise<void>;
   readCapped(fd: number): Buffer;
   warmUp(): Promise<void>;
 }
@@ -46,8 +48,8 @@ export interface ShimRunners<F extends JobFlags> {
 /** What the standby was started with (`-standby POST [-job-fd N]`). */
 export interface StandbyFlags { standby: string; jobFd: string }
 
-/** What one job asks of a daemon-to-be: the flags to serve with, the bundle, the binary's path to show. */
-interface Adoption<F> { flags: F; bundle: string; argv0?: string }
+/** What one job asks of a daemon-to-be: the flags to serve with, the bundle, the binary's path to show, its shim_cgroup. */
+interface Adoption<F> { flags: F; bundle: string; argv0?: string; shimCgroup?: string }
 
 export async function runStandby<F extends JobFlags>(sf: StandbyFlags, run: ShimRunners<F>): Promise<void> {
   recordHome();
@@ -95,7 +97,7 @@ export async function runStandby<F extends JobFlags>(sf: StandbyFlags, run: Shim
     process.chdir(a.bundle);
     // This job's binary, not the one of the shim that spawned this standby (identity.ts).
     if (a.argv0) process.env.SHIM_ARGV0 = a.argv0;
-    await run.serve(a.flags, fd, onQuiet);
+    await run.serve(a.flags, fd, onQuiet, a.shimCgroup ?? '');
   };
 
   /** A `start` or `delete` job with the launcher's stdin/stdout/stderr; resolves with its status. */
@@ -105,8 +107,8 @@ export async function runStandby<F extends JobFlags>(sf: StandbyFlags, run: Shim
     try {
       if (jf.action === 'start') {
         const out = await run.start(jf, {
-          cwd: o.cwd, ppid: o.ppid, readStdin: () => run.readCapped(stdin),
-          launch: (fd) => {
+          cwd: o.cwd, ppid: o.ppid, argv0: o.argv0, readStdin: () => run.readCapped(stdin),
+          launch: (fd, shimCgroup) => {
             // Bound and listening: containerd's dial waits in the backlog. So answer first,
             // and serve once the status is out.
             const own = native.dup(fd); // start closes its own copy
@@ -115,7 +117,7 @@ export async function runStandby<F extends JobFlags>(sf: StandbyFlags, run: Shim
             // pool empty (starts in a burst) now, or the next starts boot Node themselves.
             const poolUp = posts.some((p) => postServed(p));
             if (!poolUp) refill();
-            andThen = () => void become({ flags: jf, bundle: o.cwd, argv0: o.argv0 }, own, poolUp ? refill : undefined).catch(() => process.exit(1));
+            andThen = () => void become({ flags: jf, bundle: o.cwd, argv0: o.argv0, shimCgroup }, own, poolUp ? refill : undefined).catch(() => process.exit(1));
             return Promise.resolve(process.pid);
           },
         });
@@ -161,7 +163,7 @@ export async function runStandby<F extends JobFlags>(sf: StandbyFlags, run: Shim
     // containerd's addresses and namespace for this job, as a fresh shim gets them (key.ts).
     applyJobEnv(offer.env);
     if (offer.kind === 'adopt') {
-      await become({ flags: jf, bundle: offer.bundle, argv0: offer.argv0 }, offer.fds[0]).catch(() => process.exit(1));
+      await become({ flags: jf, bundle: offer.bundle, argv0: offer.argv0, shimCgroup: offer.shimCgroup }, offer.fds[0]).catch(() => process.exit(1));
       standbyFault('status');
       // The Node `start` that handed us its socket is gone: nobody will hear of this daemon.
       if (!writeByte(fd, 0)) process.exit(1);
@@ -245,23 +247,4 @@ export async function runStandby<F extends JobFlags>(sf: StandbyFlags, run: Shim
 
 function parseJob<F extends JobFlags>(run: ShimRunners<F>, argv: string[]): F | undefined {
   try { return run.parseFlags(argv); } catch { return undefined; }
-}
-
-/** A file's identity: its inode and change time (a socket made anew may get the same inode number). */
-function inode(p: string): string {
-  try {
-    const st = fs.statSync(p, { bigint: true });
-    return `${st.ino}:${st.ctimeNs}`;
-  } catch {
-    return '';
-  }
-}
-
-function isLive(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.connect(path);
-    const t = setTimeout(() => { c.destroy(); resolve(false); }, 200);
-    c.once('connect', () => { clearTimeout(t); c.destroy(); resolve(true); });
-    c.once('error', () => { clearTimeout(t); resolve(false); });
-  });
 }

@@ -5,11 +5,17 @@
 // `delete` (the containers are stopped and cleaned up, not left half-managed). A rejected
 // promise nobody awaited is logged with its stack and the daemon goes on: its caller is already
 // gone, so nothing is waiting on a state it could have left behind.
-import type { Logger } from '../log/logger.js';
+import type { Fields } from '../log/logger.js';
 
 export const PANIC_STATUS = 2;
 
-export function installCrashPolicy(log: Logger, exit: (code: number) => void = (c) => process.exit(c), proc: NodeJS.Process = process): void {
+/** Where the policy writes (a daemon's logger, or all of a shared daemon's). */
+export interface CrashLog {
+  fatal(fields: Fields, msg: string): void;
+  error(fields: Fields, msg: string): void;
+}
+
+export function installCrashPolicy(log: CrashLog, exit: (code: number) => void = (c) => process.exit(c), proc: NodeJS.Process = process): void {
   proc.on('uncaughtException', (err: Error) => {
     log.fatal({ err }, 'uncaught exception: the shim exits, containerd will clean up its containers');
     exit(PANIC_STATUS);

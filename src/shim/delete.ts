@@ -12,6 +12,7 @@ import { now } from '../events/timestamp.js';
 import { isValidIdentifier } from '../task/identifiers.js';
 import { isShimSocketName, socketPath } from './address.js';
 import type { ShimFlags } from './flags.js';
+import { isListening } from '../pool/sockfile.js';
 
 const RUNC_TIMEOUT_MS = 4000; // containerd kills us after 5 s
 
@@ -72,20 +73,4 @@ function bundleSocket(bundle: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** Whether a unix socket is bound to `p` and listening (/proc/net/unix; unknown counts as yes). */
-function isListening(p: string): boolean {
-  let text: string;
-  try {
-    text = fs.readFileSync('/proc/net/unix', 'utf8');
-  } catch {
-    return true;
-  }
-  // Num RefCount Protocol Flags Type St Inode Path; a listener has __SO_ACCEPTCON (0x10000) in Flags.
-  for (const line of text.split('\n').slice(1)) {
-    const f = line.trim().split(/\s+/);
-    if (f.length >= 8 && f[7] === p && (Number.parseInt(f[3], 16) & 0x10000) !== 0) return true;
-  }
-  return false;
 }

@@ -25,12 +25,25 @@ import type { ShimFlags } from './flags.js';
  * effort: the daemon serves whatever happens here.
  */
 export function takeShimIdentity(flags: ShimFlags, env: NodeJS.ProcessEnv = process.env): void {
+  const args = ['-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
+  if (flags.debug) args.push('-debug');
+  showAs(args, env);
+}
+
+/**
+ * A shared daemon (docs/shared-daemon.md) that serves no container for now and waits for the
+ * next on its post: `<binary> -shared <post>`, no `-id`, as a standby shows `-standby <post>`.
+ */
+export function takeIdleIdentity(post: string, env: NodeJS.ProcessEnv = process.env): void {
+  showAs(['-shared', post], env);
+}
+
+function showAs(flagArgs: string[], env: NodeJS.ProcessEnv): void {
   const argv0 = env.SHIM_ARGV0;
   if (!argv0) return;
   let binary = argv0;
   try { binary = fs.realpathSync(argv0); } catch { /* gone or unreadable: as containerd gave it */ }
-  const args = [binary, '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
-  if (flags.debug) args.push('-debug');
+  const args = [binary, ...flagArgs];
   // The kernel keeps the first 15 bytes (TASK_COMM_LEN), as it does for an execve'd binary.
   const name = path.basename(binary);
   let before: string;

@@ -43,7 +43,7 @@ async function main(): Promise<void> {
     ]);
     return runStandby(flags, {
       parseFlags, start, deleteAction, readCapped, warmUp,
-      serve: (f, fd, onQuiet) => serve({ ...f, standby: '', jobFd: '', action: '' }, fd, { onQuiet }),
+      serve: (f, fd, onQuiet, shimCgroup) => serve({ ...f, standby: '', jobFd: '', action: '' }, fd, { onQuiet, shimCgroup }),
     });
   }
   if (!flags.namespace) fail('shim namespace cannot be empty');

@@ -1,28 +1,25 @@
 // SPDX-License-Identifier: Apache-2.0
 // Serve mode: the long-lived daemon. It is a child subreaper, serves the Task service over ttrpc
 // on the socket `start` handed it as fd 3, publishes events to containerd, and exits when asked
-// with no container left (or on SIGTERM/SIGINT).
+// with no container left (or on SIGTERM/SIGINT). What belongs to one shim socket is a Tenant
+// (tenant.ts); this module holds what belongs to the process. With SHIM_SHARED=1 in
+// containerd's environment the daemon also takes further sockets of its key on a shared post
+// (src/pool/shared.ts, docs/shared-daemon.md) and exits after the last one.
 import fs from 'node:fs';
-import net from 'node:net';
 import * as native from '../sys/native.js';
-import { TtrpcServer } from '../ttrpc/index.js';
 import { Reaper } from '../reaper/reaper.js';
-import { EventPublisher } from '../events/publisher.js';
-import { openLogger } from './logger.js';
 import { installCrashPolicy } from './crash.js';
-import { TaskService } from '../task/service.js';
-import { registerTaskService } from '../task/register.js';
-import { socketPath } from './address.js';
+import type { Fields } from '../log/logger.js';
+import { Tenant, type TenantSpec } from './tenant.js';
 import { isValidIdentifier } from '../task/identifiers.js';
-import type { ShimFlags } from './flags.js';
+import { parseFlags, type ShimFlags } from './flags.js';
+import { SharedPost, sharedBound, sharedEnabled, sharedPost } from '../pool/shared.js';
+import { jobEnv } from '../pool/key.js';
+import { takeIdleIdentity, takeShimIdentity } from './identity.js';
 
 const LISTEN_FD = 3;
-const PUBLISHER_DRAIN_MS = 5000;
-/**
- * As Go's listeners (somaxconn): Node's default of 511 refuses bursts of connections (EAGAIN).
- * For an fd, Node only takes the backlog as a positional argument.
- */
-const BACKLOG = 4096;
+/** How a daemon spawned by a Node `start` learns its shim_cgroup (dropped at once: runc must not see it). */
+const SHIM_CGROUP_ENV = 'SHIM_SHARED_CGROUP';
 
 export interface ServeOptions {
   /**
@@ -31,87 +28,159 @@ export interface ServeOptions {
    * `delete` action follows at once (the standby that runs it refills the pool after it).
    */
   onQuiet?: () => void;
+  /** The runc option shim_cgroup `start` puts the daemon in ('' for none): part of a shared daemon's key. */
+  shimCgroup?: string;
 }
+/** How long an adopted tenant may wait for containerd's first connection (SHIM_SHARED_CONNECT_MS, for tests). */
+const connectMs = () => Number(process.env.SHIM_SHARED_CONNECT_MS) || 30_000;
+/**
+ * How long a shared daemon whose last tenant left stays on its post for the next one
+ * (SHIM_SHARED_IDLE_MS): under churn the next container joins instead of booting Node.
+ */
+const idleMs = () => { const v = Number(process.env.SHIM_SHARED_IDLE_MS); return Number.isFinite(v) && v >= 0 ? v : 10_000; };
 const QUIET_MS = 50;
 const QUIET_MAX_MS = 2000;
 
-/** Serve on `listenFd` (fd 3 from `start`, or the socket a standby daemon was handed). */
+/** Serve on `listenFd` (fd 3 from `start`, or the socket a standby daemon was handed), in the bundle (cwd). */
 export async function serve(flags: ShimFlags, listenFd = LISTEN_FD, o: ServeOptions = {}): Promise<void> {
   // The namespace names runc's root (<root>/<namespace>): it must not step elsewhere.
   if (!isValidIdentifier(flags.namespace)) throw new Error(`invalid namespace ${JSON.stringify(flags.namespace)}: invalid argument`);
-  (await import('./identity.js')).takeShimIdentity(flags); // ps/pgrep see what they see of the Go shim's daemon
+  const shimCgroup = o.shimCgroup ?? process.env[SHIM_CGROUP_ENV] ?? '';
+  delete process.env[SHIM_CGROUP_ENV];
+  takeShimIdentity(flags); // ps/pgrep see what they see of the Go shim's daemon
   // Nothing the daemon or its runc children create (pid files, logs) may be world-writable,
   // whatever umask containerd (or the process that spawned a standby) had.
   process.umask(process.umask(0o022) | 0o022);
-  const log = openLogger(flags.debug).child({ namespace: flags.namespace, id: flags.id });
   stderrToLogFifo();
-  installCrashPolicy(log);
-
-  const reaper = new Reaper();
-  reaper.start();
-  reaper.on('error', (err: Error) => log.error({ err: err.message }, 'reaper pipe error'));
-
-  const ttrpcAddress = socketPath(process.env.TTRPC_ADDRESS ?? '');
-  const publisher = new EventPublisher(ttrpcAddress, flags.namespace, log);
-
-  let ownSocket: string | undefined;
-  try {
-    ownSocket = socketPath(fs.readFileSync('address', 'utf8'));
-  } catch { /* started by hand with -socket */ }
-
-  let shuttingDown = false;
-  const shutdown = async (why: string) => {
-    if (shuttingDown) return;
-    shuttingDown = true;
-    log.info({ why }, 'shutting down');
-    server.close();
-    if (ownSocket) fs.rmSync(ownSocket, { force: true });
-    const drained = await publisher.close(PUBLISHER_DRAIN_MS);
-    void server.shutdown();
-    if (!drained) log.error('publisher not closed');
-    process.exit(drained ? 0 : 1);
-  };
-
-  const service = new TaskService(flags.namespace, reaper, publisher, log, () => void shutdown('shutdown requested'));
-  const server = new TtrpcServer({ authorize: fromOurUser });
-  registerTaskService(server, service);
-
-  const listener = net.createServer();
-  if (flags.socket) {
-    if (flags.socket.length > 106) throw new Error('unix socket path too long (> 106)');
-    fs.rmSync(flags.socket, { force: true });
-    await new Promise<void>((resolve, reject) => listener.listen({ path: flags.socket, backlog: BACKLOG }, resolve).once('error', reject));
-    fs.chmodSync(flags.socket, 0o600);
-    ownSocket = flags.socket;
-  } else {
-    await new Promise<void>((resolve, reject) => listener.listen({ fd: listenFd }, BACKLOG, resolve).once('error', reject));
-  }
-  server.serve(listener);
+  const daemon = new Daemon();
+  const first = await daemon.add({ flags, listenFd, bundle: process.cwd() });
   if (o.onQuiet) {
     const hook = o.onQuiet;
     let fired = false;
     const quiet = () => {
-      if (fired || shuttingDown) return;
+      if (fired || daemon.exiting) return;
       fired = true;
       clearTimeout(timer);
       hook();
     };
     const timer = setTimeout(quiet, QUIET_MAX_MS).unref();
-    void server.whenQuiet(QUIET_MS).then(quiet);
+    void first.server.whenQuiet(QUIET_MS).then(quiet);
   }
-
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
-  process.on('SIGINT', () => void shutdown('SIGINT'));
-  process.on('SIGPIPE', () => { /* ignored */ });
-  log.info('shim started');
+  // Shared: the post opens once containerd has connected, i.e. after `start` answered (and put
+  // this daemon into shim_cgroup): a tenant never joins a daemon whose `start` may still fail.
+  if (sharedEnabled()) void first.whenConnected().then(() => daemon.share(shimCgroup));
+  first.log.info('shim started');
 }
 
-/** Only containerd's user may talk to us (the reference checks SO_PEERCRED the same way). */
-export function fromOurUser(sock: net.Socket): boolean {
-  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (fd === undefined || fd < 0) return false;
-  const cred = native.peerCred(fd);
-  return cred.uid === (process.geteuid?.() ?? 0) && cred.gid === (process.getegid?.() ?? 0);
+/** The process: its reaper, its tenants, its exit. */
+class Daemon {
+  private readonly reaper = new Reaper();
+  private readonly tenants = new Set<Tenant>();
+  private post?: SharedPost<ShimFlags, Tenant>;
+  /** Set once the process is on its way out: no tenant joins any more. */
+  exiting = false;
+  /** Runs while a shared daemon has no tenant: it exits when it fires. */
+  private idle?: NodeJS.Timeout;
+
+  constructor() {
+    // What an uncaught exception says goes to every tenant's log: it ends all of them.
+    const all = (level: 'fatal' | 'error') => (fields: Fields, msg: string) => { for (const t of this.tenants) t.log[level](fields, msg); };
+    installCrashPolicy({ fatal: all('fatal'), error: all('error') });
+    this.reaper.setMaxListeners(0); // one exit listener per tenant
+    this.reaper.start();
+    this.reaper.on('error', (err: Error) => { for (const t of this.tenants) t.log.error({ err: err.message }, 'reaper pipe error'); });
+    process.on('SIGTERM', () => void this.exitAll('SIGTERM'));
+    process.on('SIGINT', () => void this.exitAll('SIGINT'));
+    process.on('SIGPIPE', () => { /* ignored */ });
+  }
+
+  /** Serve one more shim socket. The listening fd is ours from here on (closed if this fails). */
+  async add(spec: TenantSpec): Promise<Tenant> {
+    const t = new Tenant(spec, this.reaper, (x) => void this.leave(x, 'shutdown requested'));
+    this.tenants.add(t);
+    try {
+      await t.listen();
+    } catch (e) {
+      this.tenants.delete(t);
+      if (!spec.flags.socket) try { fs.closeSync(spec.listenFd); } catch { /* taken by the listener */ }
+      void t.close();
+      throw e;
+    }
+    return t;
+  }
+
+  /** Take further tenants of this key on the shared post while there is room. */
+  async share(shimCgroup: string): Promise<void> {
+    if (this.exiting || this.post) return;
+    const bound = sharedBound();
+    this.post = new SharedPost(sharedPost(jobEnv(), shimCgroup), shimCgroup, {
+      parseFlags,
+      room: () => !this.exiting && this.tenants.size < bound,
+      adopt: async (flags, fd, bundle) => {
+        clearTimeout(this.idle);
+        const t = await this.add({ flags, listenFd: fd, bundle });
+        if (this.tenants.size === 1) takeShimIdentity(flags); // it showed no container while idle
+        t.log.info('shim started (shared)');
+        // containerd dials as soon as `start` has answered. A socket nobody dials belongs to a
+        // start that failed after handing it over: it must not hold a place for ever.
+        const timer = setTimeout(() => void this.leave(t, 'containerd never connected'), connectMs()).unref();
+        void t.whenConnected().then(() => clearTimeout(timer));
+        return t;
+      },
+      drop: (t, why) => void this.leave(t, why),
+    });
+    await this.post.update();
+  }
+
+  private async leave(t: Tenant, why: string): Promise<void> {
+    if (!this.tenants.delete(t)) return;
+    t.log.info({ why }, 'shutting down');
+    const drained = await t.close();
+    if (this.tenants.size > 0 || this.exiting) {
+      // ps shows a container the daemon still serves (it shows one: a pod's shim shows one too).
+      if (t.spec.flags.id === shownId()) takeShimIdentity(this.tenants.values().next().value!.spec.flags);
+      return void this.post?.update();
+    }
+    const post = this.post;
+    if (post?.open && drained && idleMs() > 0) {
+      // A shared daemon stays on its post for a while: the next container joins it.
+      takeIdleIdentity(post.path);
+      process.chdir('/'); // no bundle stays pinned by our cwd
+      this.idle = setTimeout(() => this.exitIdle(), idleMs());
+      return;
+    }
+    this.exitIdle(drained ? 0 : 1);
+  }
+
+  /** No tenant: exit. Nothing may join between the check and the exit. */
+  private exitIdle(code = 0): void {
+    if (this.tenants.size > 0 || this.exiting) return;
+    this.exiting = true;
+    this.post?.close();
+    process.exit(code);
+  }
+
+  private async exitAll(why: string): Promise<void> {
+    if (this.exiting) return;
+    clearTimeout(this.idle);
+    this.exiting = true;
+    this.post?.close();
+    const all = [...this.tenants];
+    for (const t of all) t.log.info({ why }, 'shutting down');
+    const drained = await Promise.all(all.map((t) => t.close()));
+    process.exit(drained.every(Boolean) ? 0 : 1);
+  }
+}
+
+/** The `-id` the process title shows now. */
+function shownId(): string | undefined {
+  try {
+    const argv = fs.readFileSync('/proc/self/cmdline', 'utf8').split('\0');
+    const i = argv.indexOf('-id');
+    return i >= 0 ? argv[i + 1] : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -14,6 +14,7 @@ import type { ShimFlags } from './flags.js';
 import { handOver } from '../pool/offer.js';
 import { jobEnv, ownPoolBase, postsOf } from '../pool/key.js';
 import { spawnShimProcess, spawnStandby, standbyEnabled } from '../pool/spawn.js';
+import { joinShared, sharedEnabled } from '../pool/shared.js';
 
 const BACKLOG = 128;
 
@@ -25,8 +26,10 @@ export interface StartContext {
   ppid: number;
   /** What containerd wrote on stdin (runtime options or BootstrapParams), at most MAX_STDIN + 1 bytes. */
   readStdin(): Buffer;
-  /** Get a daemon serving the listening socket `fd` (the caller closes its own copy). */
-  launch(fd: number): Promise<number>;
+  /** The binary containerd ran (the daemon shows it as its own). */
+  argv0?: string;
+  /** Get a daemon serving the listening socket `fd` (the caller closes its own copy), to run in `shimCgroup` ('' for none). */
+  launch(fd: number, shimCgroup: string): Promise<number>;
 }
 
 /** The `start` process: hand the socket to a standby, or spawn a daemon; leave a standby. */
@@ -35,16 +38,17 @@ function processContext(flags: ShimFlags): StartContext {
     cwd: process.cwd(),
     ppid: process.ppid,
     readStdin: () => readCapped(0),
-    async launch(fd) {
+    argv0: process.env.SHIM_ARGV0,
+    async launch(fd, shimCgroup) {
+      const adoption = { argv: daemonArgs(flags), bundle: process.cwd(), argv0: process.env.SHIM_ARGV0, env: jobEnv(), ...(shimCgroup ? { shimCgroup } : {}) };
       const posts = standbyEnabled() ? postsOf(ownPoolBase()) : [];
-      const adoption = { argv: daemonArgs(flags), bundle: process.cwd(), argv0: process.env.SHIM_ARGV0, env: jobEnv() };
       let pid: number | undefined;
       let used: string | undefined;
       for (const post of posts) {
         pid = await handOver(post, adoption, fd);
         if (pid !== undefined) { used = post; break; }
       }
-      pid ??= spawnDaemon(flags, fd);
+      pid ??= spawnDaemon(flags, fd, shimCgroup);
       // Refill the post we emptied; with none up yet, fill the whole pool.
       for (const post of used ? [used] : posts) spawnStandby(post);
       return pid;
@@ -75,9 +79,13 @@ export async function start(flags: ShimFlags, ctx: StartContext = processContext
   try {
     fs.chmodSync(sock, 0o600);
     writeAddressFile(ctx.cwd, address);
-    const pid = await ctx.launch(fd);
+    const cgroup = input.options?.shimCgroup ?? '';
+    // Opt-in: a shared daemon of this key with room serves the socket. It runs as this start
+    // would set it up (same shim_cgroup and containerd, no SCHED_CORE): nothing more to do.
+    const adoption = { argv: daemonArgs(flags), bundle: ctx.cwd, argv0: ctx.argv0, env: jobEnv(), ...(cgroup ? { shimCgroup: cgroup } : {}) };
+    if (await joinShared(adoption, fd) !== undefined) return out;
+    const pid = await ctx.launch(fd, cgroup);
     try {
-      const cgroup = input.options?.shimCgroup;
       if (cgroup) joinCgroup(cgroup, pid);
       if (process.env.SCHED_CORE) enableSchedCore(pid);
       adjustOomScore(pid, ctx.ppid);
@@ -106,9 +114,10 @@ function daemonArgs(flags: ShimFlags): string[] {
   return args;
 }
 
-function spawnDaemon(flags: ShimFlags, fd: number): number {
+function spawnDaemon(flags: ShimFlags, fd: number, shimCgroup: string): number {
   try {
-    return spawnShimProcess(daemonArgs(flags), { cwd: process.cwd(), fds: [-1, -1, -1, fd] });
+    const env = shimCgroup && sharedEnabled() ? { ...process.env, SHIM_SHARED_CGROUP: shimCgroup } : undefined;
+    return spawnShimProcess(daemonArgs(flags), { cwd: process.cwd(), fds: [-1, -1, -1, fd], env });
   } catch (e) {
     throw new Error(`failed to start shim daemon: ${(e as Error).message}`, { cause: e });
   }

@@ -23,7 +23,7 @@ import { registerTaskService } from '../task/register.js';
 import type { TaskService } from '../task/service.js';
 import { parseFlags } from './flags.js';
 import { deleteAction } from './delete.js';
-import { fromOurUser } from './serve.js';
+import { fromOurUser } from './authorize.js';
 import { warmupSocketPath } from '../pool/claim.js';
 
 type Codec = { encode(m: unknown): { finish(): Uint8Array }; decode(b: Uint8Array): unknown; fromPartial(o: object): unknown };

@@ -48,6 +48,7 @@ export class TaskService {
   private readonly owner = new WeakMap<Process, Container>();
   private readonly events: TaskEvents;
   private readonly oom: OomWatcher;
+  private readonly exitListener = (e: Exit) => this.onExit(e);
 
   constructor(
     private readonly namespace: string,
@@ -57,7 +58,7 @@ export class TaskService {
     private readonly onShutdown: () => void,
   ) {
     this.events = new TaskEvents(sink);
-    reaper.on('exit', (e: Exit) => this.onExit(e));
+    reaper.on('exit', this.exitListener);
     this.oom = new OomWatcher({
       onError: (id, err) => this.log.warn({ id, err: (err as Error)?.message }, 'oom watch failed'),
       onStop: (id, reason) => this.log.debug({ id, reason }, 'oom watch stopped'),
@@ -393,6 +394,15 @@ export class TaskService {
   async connect(r: T.ConnectRequest): Promise<T.ConnectResponse> {
     const c = this.containers.get(r.id);
     return { shimPid: process.pid, taskPid: c?.init.pid ?? 0, version: '' };
+  }
+
+  /**
+   * Stop hearing of exits and OOMs: the service is done (its daemon serves other sockets, or
+   * exits). Only after Shutdown, when no container is left.
+   */
+  dispose(): void {
+    this.reaper.removeListener('exit', this.exitListener);
+    this.oom.close();
   }
 
   async shutdown(_r: T.ShutdownRequest): Promise<Empty> {

@@ -25,7 +25,7 @@ import {
   rmdirSync, rmSync, statSync, writeFileSync,
   readlinkSync,
 } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { claimPath, warmupSocketPath } from '../../src/pool/claim.js';
 import { baseOf, postsOf } from '../../src/pool/key.js';
 import {
@@ -167,12 +167,14 @@ export interface ProcInfo {
 /**
  * What killed standbys leave under /run/containerd/s: the posts of their pools, the `.booting`
  * claim of one killed while booting, the `warmup-<pid>` socket of one killed while warming up
- * (src/shim/warmup.ts). `posts`: posts the standbys held (argv `-standby <post>`).
+ * (src/shim/warmup.ts), and the post of a killed shared daemon. `posts`: posts the standbys held
+ * (argv `-standby <post>`) and idle shared daemons held (`-shared <post>`).
  */
 export function removePoolLitter(posts: Iterable<string>, killed: Iterable<number>): void {
-  const pool = [...posts].flatMap((p) => postsOf(baseOf(p)));
+  const shared = [...posts].filter((p) => basename(p).startsWith('shared-'));
+  const pool = [...posts].filter((p) => !shared.includes(p)).flatMap((p) => postsOf(baseOf(p)));
   const warm = [...killed].map((pid) => warmupSocketPath(pid));
-  for (const f of [...pool, ...pool.map(claimPath), ...warm]) rmSync(f, { force: true });
+  for (const f of [...pool, ...pool.map(claimPath), ...warm, ...shared]) rmSync(f, { force: true });
 }
 
 /** The process's environment (empty when unreadable). */
@@ -685,7 +687,8 @@ class Instance implements Containerd {
       const procs = this.instanceProcesses();
       if (procs.length === 0) break;
       for (const p of procs) {
-        const i = p.argv.indexOf('-standby');
+        // A standby's post, or an idle shared daemon's (`-shared <post>`).
+        const i = Math.max(p.argv.indexOf('-standby'), p.argv.indexOf('-shared'));
         if (i >= 0 && p.argv[i + 1]) posts.add(p.argv[i + 1]);
         try { process.kill(p.pid, 'SIGKILL'); } catch { /* gone */ }
         killed.push(p.pid);
@@ -882,7 +885,8 @@ export function leftovers(c: Containerd, ids?: Array<string | { namespace: strin
   // A shim: argv has `-address <this address>` and `-id <id>`; or a process carrying this
   // instance's TTRPC_ADDRESS in its environment whose cwd is a task's bundle (our shim's
   // daemons that were pre-booted as standbys keep their standby argv). An idle standby (cwd /,
-  // no container) is not a leftover of any task: it retires by itself after an idle period.
+  // no container) or idle shared daemon (`-shared <post>`) is not a leftover of any task: it
+  // retires by itself after an idle period.
   const envMark = `TTRPC_ADDRESS=${c.ttrpcAddress}`;
   const bundleOf = (pid: number): string | undefined => {
     let cwd: string;
@@ -899,7 +903,7 @@ export function leftovers(c: Containerd, ids?: Array<string | { namespace: strin
       if (!procEnviron(p.pid).includes(envMark)) return false;
       const task = bundleOf(p.pid);
       if (ids) return task !== undefined && want.has(task);
-      return task !== undefined || !p.argv.includes('-standby');
+      return task !== undefined || !(p.argv.includes('-standby') || p.argv.includes('-shared'));
     })
     .map((p) => ({ pid: p.pid, cmdline: p.argv.join(' ') }));
 

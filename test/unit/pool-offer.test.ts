@@ -24,6 +24,8 @@ const adopt = {
 test('well-formed offers are taken, with exactly their fds', () => {
   assert.deepEqual(parseOffer(JSON.stringify(job), [4, 5, 6]), { ...job, argv0: undefined, env: {}, fds: [4, 5, 6] }, 'no env: none');
   assert.deepEqual(parseOffer(JSON.stringify(adopt), [7]), { ...adopt, fds: [7] });
+  // A shared daemon takes only a tenant of its own shim_cgroup: the field travels with an adoption.
+  assert.deepEqual(parseOffer(JSON.stringify({ ...adopt, shimCgroup: '/pods/shim' }), [7]), { ...adopt, shimCgroup: '/pods/shim', fds: [7] });
   for (const fds of [[], [4], [4, 5], [4, 5, 6, 7]]) assert.equal(parseOffer(JSON.stringify(job), fds), undefined, `a job with ${fds.length} fds`);
   for (const fds of [[], [4, 5], [4, 5, 6]]) assert.equal(parseOffer(JSON.stringify(adopt), fds), undefined, `an adoption with ${fds.length} fds`);
 });
@@ -33,6 +35,7 @@ test('offers with a wrong field are refused', () => {
     null, [], 'job', 42,
     { ...job, kind: 'other' }, { ...job, argv: 'delete' }, { ...job, argv: [1] }, { ...job, cwd: 1 }, { ...job, ppid: 'x' }, { ...job, ppid: 1.5 },
     { ...adopt, bundle: 'relative' }, { ...adopt, bundle: 7 }, { ...adopt, argv: undefined },
+    { ...adopt, shimCgroup: 7 }, { ...adopt, shimCgroup: ['/a'] }, { ...adopt, shimCgroup: '/a\0b' },
     // env: only containerd's per-daemon variables (JOB_ENV), as strings without NUL.
     { ...job, env: 'TTRPC_ADDRESS=/a' }, { ...job, env: [] }, { ...job, env: null }, { ...job, env: { PATH: '/bin' } },
     { ...job, env: { LD_PRELOAD: '/x.so' } }, { ...job, env: { NODE_OPTIONS: '--require=/x.js' } },
