@@ -5,7 +5,7 @@
 //
 // Environment:
 //   BENCH_QUICK=1          smoke sizes (about 1/10 of the iterations, 64 MiB throughput)
-//   BENCH_SHIMS=a,b,...    shims to compare (default reference,ours; variants: bench/experiments/variants.ts)
+//   BENCH_SHIMS=a,b,...    shims to compare (default reference,ours,ours-shared; variants: bench/experiments/variants.ts)
 //   BENCH_WORKLOADS=a,b    subset of: startup,lifecycle,detached,exec,throughput,memory,churn
 //   BENCH_SIZES='{"lifecycleIters":10}'  overrides of individual sizes (see lib/ctx.ts)
 //   BENCH_OUT=name         results file name (default latest) in BENCH_OUT_DIR (default bench/out)
@@ -66,7 +66,8 @@ export async function main(): Promise<number> {
       const t = Date.now();
       const before = loadavg()[0];
       try {
-        await WORKLOADS[n](ctx);
+        // A shim limited to some workloads (ours-shared) sits the others out.
+        await WORKLOADS[n]({ ...ctx, shims: shims.filter((s) => !s.only || s.only.includes(n)) });
       } catch (e) {
         ctx.failures[n] ??= {};
         ctx.failures[n].error = (ctx.failures[n].error ?? 0) + 1;

@@ -51,6 +51,8 @@ export async function memory(ctx: Ctx): Promise<void> {
   const pss = perShim(ctx);
   const rss = perShim(ctx);
   const threads = perShim(ctx);
+  const sUss = perShim(ctx);
+  const sPss = perShim(ctx);
   const gUss = perShim(ctx);
   const gPss = perShim(ctx);
   const pUss = perShim(ctx);
@@ -70,15 +72,22 @@ export async function memory(ctx: Ctx): Promise<void> {
         const failed = await startIdle(ctx, shim.path, ids, []);
         if (failed) countFailure(ctx, 'memory', shim.name, failed);
         await settle(ctx);
-        const daemons = findShimDaemons(ctx.c.address, new Set(ids));
-        if (daemons.size !== k - failed) log(`memory ${shim.name}: found ${daemons.size} shim daemons for ${k - failed} containers`);
+        // By pid: a shared daemon (ours-shared) serves several of the ids under one of their names.
+        const daemons = new Map([...findShimDaemons(ctx.c.address, new Set(ids)).values()].map((d) => [d.pid, d]));
+        if (daemons.size !== k - failed && !shim.only) log(`memory ${shim.name}: found ${daemons.size} shim daemons for ${k - failed} containers`);
+        const mems: MemInfo[] = [];
         for (const p of daemons.values()) {
           const m = memInfo(p.pid);
           if (!m) continue;
+          mems.push(m);
           uss[shim.name].push(MiB(m.uss));
           pss[shim.name].push(MiB(m.pss));
           rss[shim.name].push(MiB(m.rss));
           threads[shim.name].push(m.threads);
+        }
+        if (mems.length > 0 && k - failed > 0) {
+          sUss[shim.name].push(MiB(mems.reduce((a, m) => a + m.uss, 0)) / (k - failed));
+          sPss[shim.name].push(MiB(mems.reduce((a, m) => a + m.pss, 0)) / (k - failed));
         }
       } finally {
         await removeContainers(ctx, ids);
@@ -92,7 +101,7 @@ export async function memory(ctx: Ctx): Promise<void> {
         await settle(ctx);
         // The group's daemon carries the -id of whichever container started it.
         const daemons = [...findShimDaemons(ctx.c.address, new Set(gids)).values()];
-        if (daemons.length !== 1) log(`memory grouped ${shim.name}: found ${daemons.length} daemons (want 1)`);
+        if (daemons.length !== 1 && !shim.only) log(`memory grouped ${shim.name}: found ${daemons.length} daemons (want 1)`);
         for (const p of daemons) {
           const m = memInfo(p.pid);
           if (!m) continue;
@@ -118,7 +127,7 @@ export async function memory(ctx: Ctx): Promise<void> {
         if (failed) countFailure(ctx, 'memory-pods', shim.name, failed);
         await settle(ctx);
         const daemons = new Map([...findShimDaemons(ctx.c.address, new Set(pids)).values()].map((d) => [d.pid, d]));
-        if (daemons.size !== pods.length) log(`memory pods ${shim.name}: found ${daemons.size} daemons (want ${pods.length})`);
+        if (daemons.size !== pods.length && !shim.only) log(`memory pods ${shim.name}: found ${daemons.size} daemons (want ${pods.length})`);
         const mems = [...daemons.keys()].map((pid) => memInfo(pid)).filter((m): m is MemInfo => m !== undefined);
         const running = pids.length - failed;
         if (mems.length > 0 && running > 0) {
@@ -143,6 +152,14 @@ export async function memory(ctx: Ctx): Promise<void> {
   const how = `${k} containers \`ctr run -d --null-io busybox sleep 100000\` per shim, settled ${ctx.quick ? 1 : 3} s; each shim daemon found in /proc by argv (-address <ours> -id <id>, no start/delete), read from /proc/<pid>/smaps_rollup`;
   addMetric(ctx, { workload: 'memory', metric: `USS per shim daemon (${k} idle)`, unit: 'MiB', better: 'lower', how: `${how}; USS = Private_Clean + Private_Dirty. One sample per daemon.` }, uss);
   addMetric(ctx, { workload: 'memory', metric: `PSS per shim daemon (${k} idle)`, unit: 'MiB', better: 'lower', how: `${how}; PSS (shared pages, e.g. the executable's text, divided among the processes mapping them).` }, pss);
+  addMetric(ctx, {
+    workload: 'memory', metric: `standalone: USS per container (${k}, no group)`, unit: 'MiB', better: 'lower',
+    how: `the same ${k} containers; the sum of the USS of every daemon serving them / the containers running (one sample per round): one daemon per container, or for ours-shared a daemon per up to 8 containers.`,
+  }, sUss);
+  addMetric(ctx, {
+    workload: 'memory', metric: `standalone: PSS per container (${k}, no group)`, unit: 'MiB', better: 'lower',
+    how: `same; the sum of the daemons' PSS / the containers running.`,
+  }, sPss);
   addMetric(ctx, { workload: 'memory', metric: `RSS per shim daemon (${k} idle)`, unit: 'MiB', better: 'lower', how: `${how}; RSS.` }, rss);
   addMetric(ctx, { workload: 'memory', metric: 'threads per shim daemon', unit: 'threads', better: 'lower', how: `${how}; Threads from /proc/<pid>/status.` }, threads);
   addMetric(ctx, {
