@@ -2,11 +2,11 @@
 // Opt-in shared daemons (docs/shared-daemon.md): with SHIM_SHARED=1 in containerd's environment,
 // a daemon serves the shim sockets of up to SHIM_SHARED_TENANTS containers or pods (default 8),
 // each with its own Task service, state and events. This module is the daemon's side of it: a
-// post (`shared-<hash>`, key.ts sharedPostOf) where a `start` (or a standby running one) offers
-// its listening shim socket by the hand-over protocol (protocol.ts, an `adopt` offer), and where
-// the daemon says ACCEPT only while it has room and only to a tenant whose containerd addresses,
-// namespace and shim_cgroup are its own. The post is open only while there is room, so the next
-// daemon of the same key can hold it once this one is full.
+// post (a slot `shared-<hash>-<i>` of its key, key.ts sharedPostOf) where a `start` (or a
+// standby running one) offers its listening shim socket by the hand-over protocol (protocol.ts,
+// an `adopt` offer), and where the daemon says ACCEPT only while it has room and only to a
+// tenant whose containerd addresses, namespace and shim_cgroup are its own; and the start's
+// side, which tries the slots in order.
 import fs from 'node:fs';
 import net from 'node:net';
 import { COMMIT_TIMEOUT_MS, MSG_ACCEPT, MSG_COMMIT, MSG_REFUSE, MSG_RUNNING, OFFER_TIMEOUT_MS } from './constants.js';
@@ -20,8 +20,10 @@ import { ByteReader, closeAll, connFd, receiveOffer, writeByte } from './protoco
 /** Tenants a shared daemon serves unless SHIM_SHARED_TENANTS says otherwise, and the most it may say. */
 const DEFAULT_TENANTS = 8;
 const MAX_TENANTS = 32;
-/** How often a daemon with room and no post looks whether the post is free. */
+/** How often a daemon with room and no slot looks whether one is free. */
 const RETRY_MS = 2000;
+/** Daemons of one key that can have room at once and be found without delay. */
+const SLOTS = 4;
 
 export function sharedEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
   // A core-scheduling cookie is the daemon's and every container's it starts: one per pod, never shared.
@@ -46,41 +48,58 @@ export interface SharedHost<F, T> {
   drop(tenant: T, why: string): void;
 }
 
-/** A shared daemon's post: open while there is room, closed otherwise. */
+/**
+ * A shared daemon's post: one of its key's SLOTS, held while the daemon has room, let go when it
+ * is full. Several daemons with room each hold a slot, so a start finds room without waiting for
+ * a full daemon's slot to be taken over; starts try the slots in order, which fills the daemon on
+ * the lowest slot first.
+ */
 export class SharedPost<F extends { action: string; namespace: string }, T> {
   private server?: net.Server;
   private ino = '';
+  /** The slot held ('' for none). */
+  path = '';
   private queue: Promise<void> = Promise.resolve();
   private opening = false;
   private retry?: NodeJS.Timeout;
 
-  constructor(readonly path: string, private readonly shimCgroup: string, private readonly host: SharedHost<F, T>) {}
+  /** `base`: the key's post name (key.ts sharedPostOf); its slots are `<base>-<i>`. */
+  constructor(private readonly base: string, private readonly shimCgroup: string, private readonly host: SharedHost<F, T>) {}
 
-  /** Open the post if there is room and nobody else holds it; close it if there is none. */
+  /** Hold a free slot if there is room; let the slot go if there is none. */
   async update(): Promise<void> {
     clearTimeout(this.retry);
     if (!this.host.room()) return this.close();
     if (this.server || this.opening) return;
     this.opening = true;
     try {
-      fs.mkdirSync(this.path.replace(/\/[^/]*$/, ''), { recursive: true, mode: 0o700 });
-      if (isListening(this.path)) return; // another daemon of this key has room: it takes the tenants
-      fs.rmSync(this.path, { force: true });
-      const srv = net.createServer({ pauseOnConnect: true });
-      await new Promise<void>((resolve, reject) => srv.listen(this.path, resolve).once('error', reject));
-      fs.chmodSync(this.path, 0o600);
-      srv.unref(); // the tenants keep the daemon alive, not the post
-      srv.on('connection', (sock: net.Socket) => {
-        this.queue = this.queue.then(() => this.converse(sock)).catch(() => { sock.destroy(); });
-      });
-      this.server = srv;
-      this.ino = inode(this.path);
+      fs.mkdirSync(this.base.replace(/\/[^/]*$/, ''), { recursive: true, mode: 0o700 });
+      // A slot nobody listens on: free, or left by a daemon that died.
+      for (const slot of sharedSlots(this.base)) {
+        if (isListening(slot)) continue;
+        fs.rmSync(slot, { force: true });
+        const srv = net.createServer({ pauseOnConnect: true });
+        try {
+          await new Promise<void>((resolve, reject) => srv.listen(slot, resolve).once('error', reject));
+        } catch {
+          continue; // taken meanwhile
+        }
+        fs.chmodSync(slot, 0o600);
+        srv.unref(); // the tenants keep the daemon alive, not the post
+        srv.on('connection', (sock: net.Socket) => {
+          this.queue = this.queue.then(() => this.converse(sock)).catch(() => { sock.destroy(); });
+        });
+        this.server = srv;
+        this.path = slot;
+        this.ino = inode(slot);
+        break;
+      }
     } catch {
       /* no post now: try again below */
     } finally {
       this.opening = false;
-      // Another daemon holds the post (or it could not be made): look again now and then, so
-      // that this one takes it once that one is full or gone.
+      // Every slot held by another daemon with room: look again now and then, so that this one
+      // takes one once they are full or gone.
       if (!this.server && this.host.room()) this.retry = setTimeout(() => void this.update(), RETRY_MS).unref();
     }
   }
@@ -94,6 +113,7 @@ export class SharedPost<F extends { action: string; namespace: string }, T> {
     this.server.close();
     this.server = undefined;
     if (inode(this.path) === this.ino) fs.rmSync(this.path, { force: true });
+    this.path = '';
   }
 
   /** The daemon's side of one conversation (docs/standby-protocol.md, an `adopt` offer only). */
@@ -132,7 +152,12 @@ export class SharedPost<F extends { action: string; namespace: string }, T> {
   }
 }
 
-/** The post of the shared daemon for this process's pool, containerd's JOB_ENV `vars` and `shimCgroup`. */
+/** The slots of a key's shared post, in the order starts try them. */
+function sharedSlots(base: string): string[] {
+  return Array.from({ length: SLOTS }, (_, i) => `${base}-${i}`);
+}
+
+/** The post of the shared daemons for this process's pool, containerd's JOB_ENV `vars` and `shimCgroup`. */
 export function sharedPost(vars: Readonly<Record<string, string>>, shimCgroup: string): string {
   return sharedPostOf(ownPoolBase(), vars, shimCgroup);
 }
@@ -142,7 +167,11 @@ export function sharedPost(vars: Readonly<Record<string, string>>, shimCgroup: s
  * on and one has room: resolves with that daemon's pid, or undefined (nothing ran: the caller
  * gets a daemon of its own, which then takes the post). Rejects if the daemon failed after RUNNING.
  */
-export function joinShared(a: Adoption, listenFd: number): Promise<number | undefined> {
-  if (!sharedEnabled()) return Promise.resolve(undefined);
-  return handOver(sharedPost(a.env, a.shimCgroup ?? ''), a, listenFd);
+export async function joinShared(a: Adoption, listenFd: number): Promise<number | undefined> {
+  if (!sharedEnabled()) return undefined;
+  for (const slot of sharedSlots(sharedPost(a.env, a.shimCgroup ?? ''))) {
+    const pid = await handOver(slot, a, listenFd);
+    if (pid !== undefined) return pid;
+  }
+  return undefined;
 }

@@ -146,3 +146,43 @@ describe('shared daemons (SHIM_SHARED=1, our shim)', { skip: process.env.SHIM_UN
     }
   });
 });
+
+/** Tenants of the killed daemon: the default bound, or SHARED_KILL_TENANTS (up to the maximum, 32) by hand. */
+const KILL_N = Number(process.env.SHARED_KILL_TENANTS) || 8;
+
+describe('a shared daemon at its bound killed (our shim)', { skip: process.env.SHIM_UNDER_TEST === 'reference' }, () => {
+  let c: Containerd;
+  let image: string;
+  before(async () => {
+    c = await startContainerd({ env: { SHIM_SHARED: '1', SHIM_SHARED_TENANTS: String(KILL_N), SHIM_TEST_POOL: `shared8-${unique}` } });
+    image = await ensureBusyboxImage(c);
+  });
+  after(async () => { await c?.stop(); });
+
+  it(`${KILL_N} tenants: containerd's ${KILL_N} \`delete\`s each finish within its 5 s cleanup deadline (exit 137, not 255)`, { timeout: 300_000 }, async (t) => {
+    const ids = Array.from({ length: KILL_N }, (_, i) => `sh8-${unique}-${i}`);
+    const events = c.ctrSpawn(['events']);
+    let seen = '';
+    events.stdout?.on('data', (d: Buffer) => { seen += d.toString(); });
+    try {
+      const pids = new Set<number>();
+      for (const id of ids) {
+        await c.ctr(['run', '-d', '--null-io', '--runtime', OUR_SHIM, image, id, 'sleep', '100000']);
+        pids.add((await waitFor(() => servingPid(c, id), 5000))!);
+      }
+      assert.equal(pids.size, 1, `one daemon serves all ${KILL_N}`);
+      const t0 = Date.now();
+      process.kill([...pids][0], 'SIGKILL');
+      for (const id of ids) await waitFor(() => new RegExp(`/tasks/delete .*"container_id":"${id}"`).test(seen) || undefined, 30_000);
+      t.diagnostic(`daemon killed → last /tasks/delete: ${Date.now() - t0} ms for ${ids.length} tenants`);
+      for (const id of ids) {
+        const exit = new RegExp(`/tasks/exit .*"container_id":"${id}".*"exit_status":(\\d+)`).exec(seen);
+        assert.equal(exit?.[1], '137', `${id}: its delete finished in time (255 means it missed containerd's deadline)`);
+      }
+      for (const id of ids) await c.ctr(['container', 'rm', id]);
+      assert.deepEqual(await waitForNoLeftovers(c, ids), { ...NOTHING_LEFT });
+    } finally {
+      events.kill();
+    }
+  });
+});
