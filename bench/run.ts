@@ -6,8 +6,8 @@
 // Environment:
 //   BENCH_QUICK=1          smoke sizes (about 1/10 of the iterations, 64 MiB throughput)
 //   BENCH_SHIMS=a,b,...    shims to compare (default reference,ours,ours-shared; variants: bench/experiments/variants.ts)
-//   BENCH_WORKLOADS=a,b    subset of: startup,lifecycle,detached,exec,throughput,memory,churn
-//   BENCH_SIZES='{"lifecycleIters":10}'  overrides of individual sizes (see lib/ctx.ts)
+//   BENCH_WORKLOADS=a,b    subset of: startup,lifecycle,detached,exec,throughput,interference,memory,churn
+//   BENCH_SIZES='{"lifecycleIters":10}'  overrides of individual sizes (see lib/sizes.ts)
 //   BENCH_OUT=name         results file name (default latest) in BENCH_OUT_DIR (default bench/out)
 //   SHIM_DAEMON=1.7|2.1|2.3  another containerd (scripts/daemons.sh; default 1.6), with its own Go
 //                          shim as the reference (test/support/daemons.ts)
@@ -19,19 +19,21 @@ import { join } from 'node:path';
 import { CONTAINERD, startContainerd } from '../test/support/containerd.js';
 import { ensureBusyboxImage } from '../test/support/image.js';
 import { REPO_ROOT } from '../test/support/shims.js';
-import { FULL, QUICK, log, quietStats, type Ctx, type Sizes } from './lib/ctx.js';
+import { log, quietStats, type Ctx } from './lib/ctx.js';
+import { FULL, QUICK, type Sizes } from './lib/sizes.js';
 import { renderJson, renderMarkdown, type Results } from './lib/report.js';
 import { selectShims } from './lib/shims.js';
 import { churn } from './workloads/churn.js';
 import { detached } from './workloads/detached.js';
 import { execLatency } from './workloads/exec.js';
+import { interference } from './workloads/interference.js';
 import { lifecycle } from './workloads/lifecycle.js';
 import { memory } from './workloads/memory.js';
 import { startup } from './workloads/startup.js';
 import { throughput } from './workloads/throughput.js';
 
 const WORKLOADS: Record<string, (ctx: Ctx) => Promise<void>> = {
-  startup, lifecycle, detached, exec: execLatency, throughput, memory, churn,
+  startup, lifecycle, detached, exec: execLatency, throughput, interference, memory, churn,
 };
 
 function version(cmd: string, args: string[]): string {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Benchmark results: collection, JSON and Markdown rendering.
 import { summarize, fmt, type Summary } from './stats.js';
-import type { Sizes } from './ctx.js';
+import type { Sizes } from './sizes.js';
 
 export interface Metric {
   workload: string;

@@ -15,18 +15,32 @@ export interface Shim {
   only?: string[];
 }
 
-/** Workloads where a shared daemon differs from one daemon per container: density and churn. */
-const SHARED_WORKLOADS = ['memory', 'churn'];
+/** Workloads where a shared daemon differs from one daemon per container: density, churn, and what tenants do to each other. */
+const SHARED_WORKLOADS = ['interference', 'memory', 'churn'];
 
 /**
- * A wrapper that runs ours with SHIM_SHARED=1, as an operator opting in sets it in containerd's
- * environment (docs/shared-daemon.md). Written under bench/out (not tracked).
+ * Ours with something set in containerd's environment, as an operator sets it: a two-line
+ * wrapper around bin/containerd-shim-runc-v2 (the launcher path, unlike the flag variants),
+ * written under bench/out (not tracked).
  */
-function sharedWrapper(): string {
-  const dir = join(REPO_ROOT, 'bench', 'out', 'bin', 'ours-shared');
+const ENV_SHIMS: Record<string, { env: Record<string, string>; only?: string[]; description: string }> = {
+  'ours-shared': {
+    env: { SHIM_SHARED: '1' }, only: SHARED_WORKLOADS,
+    description: `ours with SHIM_SHARED=1 (opt-in shared daemons, up to 8 containers or pods per daemon; ${SHARED_WORKLOADS.join(' and ')} only)`,
+  },
+  'ours-nopool': { env: { SHIM_STANDBY: '0' }, description: 'ours with SHIM_STANDBY=0: no standby pool, every start and delete boots Node' },
+  'ours-refill-idle': {
+    env: { SHIM_POOL_REFILL: 'idle' },
+    description: 'ours with SHIM_POOL_REFILL=idle: a standby taken from an empty pool is replaced only once containerd is quiet, never at once',
+  },
+};
+
+function envWrapper(name: string, env: Record<string, string>): string {
+  const dir = join(REPO_ROOT, 'bench', 'out', 'bin', name);
   const path = join(dir, 'containerd-shim-runc-v2');
   mkdirSync(dir, { recursive: true });
-  writeFileSync(path, `#!/bin/sh\nSHIM_SHARED=1 exec ${OUR_SHIM} "$@"\n`);
+  const vars = Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ');
+  writeFileSync(path, `#!/bin/sh\n${vars} exec ${OUR_SHIM} "$@"\n`);
   chmodSync(path, 0o755);
   return path;
 }
@@ -58,11 +72,10 @@ export function selectShims(spec = process.env.BENCH_SHIMS ?? 'reference,ours,ou
   return names.map((name) => {
     if (name === 'reference') return { name, path: REFERENCE_SHIM, description: `containerd's Go shim (${REFERENCE_SHIM})` };
     if (name === 'ours') return { name, path: OUR_SHIM, description: `bin/containerd-shim-runc-v2 → node ${ourProgram().slice(REPO_ROOT.length + 1)}` };
-    if (name === 'ours-shared') {
-      return { name, path: sharedWrapper(), only: SHARED_WORKLOADS, description: `ours with SHIM_SHARED=1 (opt-in shared daemons, up to 8 containers or pods per daemon; ${SHARED_WORKLOADS.join(' and ')} only)` };
-    }
+    const e = ENV_SHIMS[name];
+    if (e) return { name, path: envWrapper(name, e.env), only: e.only, description: e.description };
     const v = variant(name);
-    if (!v) throw new Error(`BENCH_SHIMS: unknown shim ${name}; known: reference, ours, ours-shared, ${VARIANTS.map((x) => x.name).join(', ')}`);
+    if (!v) throw new Error(`BENCH_SHIMS: unknown shim ${name}; known: reference, ours, ${Object.keys(ENV_SHIMS).join(', ')}, ${VARIANTS.map((x) => x.name).join(', ')}`);
     const path = variantBinary(name);
     if (!existsSync(path)) throw new Error(`${path} is missing: run \`node dist/bench/experiments/build.js\` first`);
     return { name, path, description: v.description };

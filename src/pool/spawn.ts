@@ -17,6 +17,15 @@ export function standbyEnabled(env = process.env): boolean {
 }
 
 /**
+ * Whether a standby taken from an empty pool is replaced at once (the default), or only once
+ * containerd has gone quiet on the new daemon, as when another standby is up
+ * (SHIM_POOL_REFILL=idle: a lever the bench measures, bench/results/levers.md).
+ */
+export function refillAtOnce(env = process.env): boolean {
+  return env.SHIM_POOL_REFILL !== 'idle';
+}
+
+/**
  * The daemon's environment: `start`'s plus GOMAXPROCS=4, as the reference shim sets it for its
  * daemon (containerd v2.3.4 manager_linux.go newCommand); it reaches every runc the daemon runs, so Go's runtime in
  * runc is sized the same under both shims. And, unless containerd set its own, one malloc arena

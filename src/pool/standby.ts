@@ -13,7 +13,7 @@ import { COMMIT_TIMEOUT_MS, MAX_STANDBYS, MSG_ACCEPT, MSG_COMMIT, MSG_REFUSE, MS
 import { applyJobEnv, baseOf, ownPoolBase, postsOf } from './key.js';
 import { claimBoot, postServed, releaseBoot, standbysOnMachine, sweepLitter } from './claim.js';
 import { recordHome } from './cgroup.js';
-import { forgetStandbys, reapStandbys, spawnStandby } from './spawn.js';
+import { forgetStandbys, reapStandbys, refillAtOnce, spawnStandby } from './spawn.js';
 import { foreignPeer } from './peer.js';
 import { standbyFault } from './faults.js';
 import { inode, isLive } from './sockfile.js';
@@ -115,9 +115,9 @@ export async function runStandby<F extends JobFlags>(sf: StandbyFlags, run: Shim
             leavePost();
             // With another standby up (or booting) refill once containerd is quiet; with the
             // pool empty (starts in a burst) now, or the next starts boot Node themselves.
-            const poolUp = posts.some((p) => postServed(p));
-            if (!poolUp) refill();
-            andThen = () => void become({ flags: jf, bundle: o.cwd, argv0: o.argv0, shimCgroup }, own, poolUp ? refill : undefined).catch(() => process.exit(1));
+            const later = posts.some((p) => postServed(p)) || !refillAtOnce();
+            if (!later) refill();
+            andThen = () => void become({ flags: jf, bundle: o.cwd, argv0: o.argv0, shimCgroup }, own, later ? refill : undefined).catch(() => process.exit(1));
             return Promise.resolve(process.pid);
           },
         });

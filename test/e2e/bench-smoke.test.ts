@@ -19,7 +19,7 @@ interface Rendered {
   failures: Record<string, Record<string, number>>;
 }
 
-test('bench quick mode: startup, lifecycle, memory and churn with both shims (and ours-shared)', { timeout: 180_000 }, () => {
+test('bench quick mode: startup, lifecycle, interference, memory and churn with both shims (and ours-shared)', { timeout: 180_000 }, () => {
   assert.ok(existsSync(RUN_JS), `${RUN_JS} missing: build with tsc first`);
   const out = mkdtempSync('/tmp/bench-smoke-');
   try {
@@ -27,7 +27,7 @@ test('bench quick mode: startup, lifecycle, memory and churn with both shims (an
       env: {
         ...process.env,
         BENCH_QUICK: '1',
-        BENCH_WORKLOADS: 'startup,lifecycle,memory,churn',
+        BENCH_WORKLOADS: 'startup,lifecycle,interference,memory,churn',
         BENCH_SHIMS: 'reference,ours,ours-shared',
         BENCH_OUT_DIR: out,
         BENCH_OUT: 'smoke',
@@ -44,13 +44,14 @@ test('bench quick mode: startup, lifecycle, memory and churn with both shims (an
       ['startup', '`start` action'], ['startup', '`delete` action'], ['lifecycle', 'ctr run --rm echo hi'], ['lifecycle', 'first byte of output'],
       ['startup', '`start` action, new -address each'], ['startup', '`start` → daemon answers 1st RPC, new -address each'],
       ...json.meta.sizes.churnConcurrencies.map((c) => ['churn', `cycle latency under ${c}× concurrency`]),
+      ['interference', 'exec into B, nothing else running'],
       ['memory', `standalone: USS per container (${json.meta.sizes.memoryContainers}, no group)`],
       ['memory', `pods: USS per container (${json.meta.sizes.memoryPods} pods × ${json.meta.sizes.memoryPodContainers}, 1 shim per pod)`],
     ]) {
       const m = json.metrics.find((x) => x.workload === workload && x.metric === metric);
       assert.ok(m, `metric ${workload}/${metric} missing`);
-      // ours-shared runs only where sharing matters (memory, churn).
-      for (const shim of ['reference', 'ours', ...(workload === 'memory' || workload === 'churn' ? ['ours-shared'] : [])]) {
+      // ours-shared runs only where sharing matters (interference, memory, churn).
+      for (const shim of ['reference', 'ours', ...(['interference', 'memory', 'churn'].includes(workload) ? ['ours-shared'] : [])]) {
         const s = m.results[shim];
         assert.ok(s && s.n > 0 && Number.isFinite(s.median) && s.median > 0, `${workload}/${metric}/${shim}: ${JSON.stringify(s)}`);
       }
