@@ -227,6 +227,34 @@ static int send_offer(int sock, const char *msg, size_t len) {
  * The sender's side of one conversation. Returns the job's status, or -1 when the job did not
  * run there (no ACCEPT in time, REFUSE, or a close before RUNNING): then it may go elsewhere.
  */
+/*
+ * A `start` whose runner died after RUNNING may have bound the shim socket and written ./address
+ * (cwd is the bundle): remove that socket if nobody listens on it, as the `start` itself does
+ * when it fails. Only a shim socket's name (64 hex digits, src/shim/address.ts) is touched.
+ */
+static void remove_dead_socket(void) {
+  char addr[sizeof ((struct sockaddr_un *)0)->sun_path + 16];
+  int fd = open("address", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ssize_t n = read(fd, addr, sizeof addr - 1);
+  close(fd);
+  if (n <= 0) return;
+  addr[n] = '\0';
+  const char *path = strncmp(addr, "unix://", 7) == 0 ? addr + 7 : addr;
+  const char *name = strrchr(path, '/');
+  name = name ? name + 1 : path;
+  if (strlen(name) != 64 || strspn(name, "0123456789abcdef") != 64) return;
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof sa.sun_path) return;
+  memcpy(sa.sun_path, path, strlen(path) + 1);
+  int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (sock < 0) return;
+  int r = connect(sock, (struct sockaddr *)&sa, sizeof sa);
+  int err = errno;
+  close(sock);
+  if (r != 0 && err == ECONNREFUSED) unlink(path);
+}
+
 static int converse(int sock, const char *msg, size_t len, int accept_timeout_ms, const char *action) {
   fault("connect");
   if (send_offer(sock, msg, len) != 0) return -1;
@@ -241,6 +269,7 @@ static int converse(int sock, const char *msg, size_t len, int accept_timeout_ms
   int status = read_byte(sock, -1);
   if (status < 0) {
     fprintf(stderr, "io.containerd.runc.v2: the standby shim died during %s", action);
+    if (strcmp(action, "start") == 0) remove_dead_socket();
     return 1;
   }
   return status;
@@ -282,6 +311,54 @@ static int peer_ok(int sock) {
   if (n < 0) return 1; /* gone, or another pid namespace: uid and gid stand */
   exe[n] = '\0';
   return strcmp(exe, want) == 0;
+}
+
+/*
+ * Opt-in shared daemons (src/pool/shared.ts): on with SHIM_SHARED=1, never with SCHED_CORE (a
+ * core-scheduling cookie is one pod's).
+ */
+static int shared_enabled(void) {
+  const char *on = getenv("SHIM_SHARED"), *sc = getenv("SCHED_CORE");
+  return on && strcmp(on, "1") == 0 && !(sc && *sc);
+}
+
+/*
+ * The post of the shared daemons of this pool and containerd's JOB_ENV, as sharedPostOf in
+ * src/pool/key.ts: FNV-1a 64 over the pool's base and each NAME=value (unset: empty), each part
+ * NUL-terminated, as `<dir of base>/shared-<16 hex>`; its slots are `<post>-<i>`.
+ */
+static int shared_post(const char *base, char *out, size_t outlen) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  h = fnv_part(h, base);
+  for (const char *list = POOL_JOB_ENV; *list;) {
+    const char *comma = strchr(list, ',');
+    size_t l = comma ? (size_t)(comma - list) : strlen(list);
+    char name[64], part[PATH_MAX + 64];
+    if (l >= sizeof name) return -1;
+    memcpy(name, list, l);
+    name[l] = '\0';
+    const char *v = getenv(name);
+    if ((size_t)snprintf(part, sizeof part, "%s=%s", name, v ? v : "") >= sizeof part) return -1;
+    h = fnv_part(h, part);
+    if (!comma) break;
+    list = comma + 1;
+  }
+  const char *slash = strrchr(base, '/');
+  int dirlen = slash ? (int)(slash - base) : 0;
+  if ((size_t)snprintf(out, outlen, "%.*s/shared-%016llx", dirlen, base, (unsigned long long)h) >= outlen) return -1;
+  return 0;
+}
+
+/* Offer the job on the unix socket `path`: its status, or -1 when nobody there ran it. */
+static int offer_at(const char *path, const char *msg, size_t len, const char *action) {
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  if ((size_t)snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path) >= sizeof sa.sun_path) return -1;
+  int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (sock < 0) return -1;
+  if (connect(sock, (struct sockaddr *)&sa, sizeof sa) != 0 || !peer_ok(sock)) { close(sock); return -1; }
+  int status = converse(sock, msg, len, POOL_ACCEPT_TIMEOUT_MS, action);
+  close(sock);
+  return status;
 }
 
 /*
@@ -383,15 +460,20 @@ int main(int argc, char **argv) {
   ok = ok && append(msg, sizeof msg, &len, "}}") == 0;
   if (!ok) exec_node(argc, argv);
 
+  char post[sizeof ((struct sockaddr_un *)0)->sun_path];
+  /* A `start` goes first to a shared daemon with room, which runs it in-process: no Node boots. */
+  char shared[sizeof post - 4];
+  if (strcmp(action, "start") == 0 && shared_enabled() && shared_post(base, shared, sizeof shared) == 0) {
+    for (int i = 0; i < POOL_SHARED_SLOTS; i++) {
+      snprintf(post, sizeof post, "%s-%d", shared, i);
+      int status = offer_at(post, msg, len, action);
+      if (status >= 0) return status;
+    }
+  }
   /* The pool's posts, in order: a standby that did not say RUNNING did not run the job. */
   for (int i = 0; i < POOL_POOL_SIZE; i++) {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s-%d", base, i);
-    int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (sock < 0) break;
-    if (connect(sock, (struct sockaddr *)&sa, sizeof sa) != 0 || !peer_ok(sock)) { close(sock); continue; }
-    int status = converse(sock, msg, len, POOL_ACCEPT_TIMEOUT_MS, action);
-    close(sock);
+    snprintf(post, sizeof post, "%s-%d", base, i);
+    int status = offer_at(post, msg, len, action);
     if (status >= 0) return status;
   }
   int status = run_direct(argv, base, msg, len, action);

@@ -44,6 +44,11 @@ export const KEY_ENV_IGNORED = 'PWD,OLDPWD,SHLVL,_,SHIM_ARGV0,GOMAXPROCS,SHIM_SE
  */
 export const JOB_ENV = 'TTRPC_ADDRESS,GRPC_ADDRESS,NAMESPACE';
 /**
+ * Opt-in shared daemons (src/pool/shared.ts): slots per key, each held by a daemon with room;
+ * the launcher offers a `start` job to them in order before the standby posts.
+ */
+export const SHARED_SLOTS = 4;
+/**
  * Bytes of argument range a booted shim process gets, so that as a daemon it can show the Go
  * shim's command line (src/shim/identity.ts; sized in src/pool/spawn.ts withTitleRoom).
  */

@@ -97,12 +97,14 @@ export function isJobEnv(name: string): boolean {
 }
 
 /**
- * The post of the shared daemon (docs/shared-daemon.md) that serves sockets for the pool `base`,
- * containerd's JOB_ENV `vars` (its addresses and namespace) and the runc option `shim_cgroup`:
- * a tenant joins only a daemon that runs as a fresh one of its own would.
+ * The post of the shared daemons (docs/shared-daemon.md) that serve sockets for the pool `base`
+ * and containerd's JOB_ENV `vars` (its addresses and namespace): the hash of `base` and each
+ * `NAME=value`, each part NUL-terminated (native/launcher/launcher.c computes the same). The
+ * runc option `shim_cgroup` is not in it (only a `start` that read its stdin knows it): a daemon
+ * compares it before it takes a socket.
  */
-export function sharedPostOf(base: string, vars: Readonly<Record<string, string>>, shimCgroup: string): string {
-  const parts = [base, ...JOB_VARS.map((k) => `${k}=${vars[k] ?? ''}`), shimCgroup].join('\0');
+export function sharedPostOf(base: string, vars: Readonly<Record<string, string>>): string {
+  const parts = [base, ...JOB_VARS.map((k) => `${k}=${vars[k] ?? ''}`)].map((p) => `${p}\0`).join('');
   const dir = base.replace(/\/[^/]*$/, '');
   return `${dir}/shared-${fnv1a64(Buffer.from(parts, 'utf8'))}`;
 }

@@ -9,21 +9,19 @@
 // side, which tries the slots in order.
 import fs from 'node:fs';
 import net from 'node:net';
-import { COMMIT_TIMEOUT_MS, MSG_ACCEPT, MSG_COMMIT, MSG_REFUSE, MSG_RUNNING, OFFER_TIMEOUT_MS } from './constants.js';
+import { COMMIT_TIMEOUT_MS, MSG_ACCEPT, MSG_COMMIT, MSG_REFUSE, MSG_RUNNING, OFFER_TIMEOUT_MS, SHARED_SLOTS } from './constants.js';
 import { jobEnv, ownPoolBase, sharedPostOf } from './key.js';
 import { handOver, type Adoption } from './offer.js';
 import { foreignPeer } from './peer.js';
 import { sharedFault } from './faults.js';
 import { inode, isListening } from './sockfile.js';
-import { ByteReader, closeAll, connFd, receiveOffer, writeByte } from './protocol.js';
+import { ByteReader, closeAll, connFd, receiveOffer, writeByte, type Offer } from './protocol.js';
 
 /** Tenants a shared daemon serves unless SHIM_SHARED_TENANTS says otherwise, and the most it may say. */
 const DEFAULT_TENANTS = 8;
 const MAX_TENANTS = 32;
 /** How often a daemon with room and no slot looks whether one is free. */
 const RETRY_MS = 2000;
-/** Daemons of one key that can have room at once and be found without delay. */
-const SLOTS = 4;
 
 export function sharedEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
   // A core-scheduling cookie is the daemon's and every container's it starts: one per pod, never shared.
@@ -44,6 +42,12 @@ export interface SharedHost<F, T> {
   room(): boolean;
   /** Serve `flags` on the listening socket `fd`, its bundle `bundle`; rejects if it could not. */
   adopt(flags: F, fd: number, bundle: string): Promise<T>;
+  /**
+   * Run a launcher's `start` job here (stdio in the offer's fds, which the host closes): its
+   * status, and the tenant it made (none when the start failed, or when the socket went to
+   * another daemon because its shim_cgroup is not this one's or the daemon filled up).
+   */
+  runStart(offer: Extract<Offer, { kind: 'job' }>, flags: F): Promise<{ status: number; tenant?: T }>;
   /** Stop serving a tenant nobody will use. */
   drop(tenant: T, why: string): void;
 }
@@ -116,7 +120,10 @@ export class SharedPost<F extends { action: string; namespace: string }, T> {
     this.path = '';
   }
 
-  /** The daemon's side of one conversation (docs/standby-protocol.md, an `adopt` offer only). */
+  /**
+   * The daemon's side of one conversation (docs/standby-protocol.md): a Node `start`'s `adopt`
+   * offer of its own shim_cgroup, or a launcher's `start` job.
+   */
   private async converse(sock: net.Socket): Promise<void> {
     const fd = connFd(sock);
     if (!this.server || foreignPeer(fd) !== undefined) return void sock.destroy();
@@ -127,9 +134,10 @@ export class SharedPost<F extends { action: string; namespace: string }, T> {
     try { flags = this.host.parseFlags(offer.argv); } catch { /* refused below */ }
     const own = jobEnv();
     const sameEnv = Object.keys(own).length === Object.keys(offer.env).length && Object.entries(own).every(([k, v]) => offer.env[k] === v);
-    const fits = offer.kind === 'adopt' && flags?.action === '' && flags.namespace !== '' && sameEnv &&
-      (offer.shimCgroup ?? '') === this.shimCgroup && this.host.room();
-    if (!fits || !flags || offer.kind !== 'adopt' || !writeByte(fd, MSG_ACCEPT)) {
+    const adopt = offer.kind === 'adopt' && flags?.action === '' && (offer.shimCgroup ?? '') === this.shimCgroup;
+    const job = offer.kind === 'job' && flags?.action === 'start';
+    const fits = (adopt || job) && flags?.namespace !== '' && sameEnv && this.host.room();
+    if (!fits || !flags || !writeByte(fd, MSG_ACCEPT)) {
       closeAll(offer.fds);
       writeByte(fd, MSG_REFUSE);
       return void sock.destroy();
@@ -141,12 +149,18 @@ export class SharedPost<F extends { action: string; namespace: string }, T> {
     if (!writeByte(fd, MSG_RUNNING)) return void (closeAll(offer.fds), sock.destroy());
     sharedFault('running');
     let tenant: T | undefined;
-    try {
-      tenant = await this.host.adopt(flags, offer.fds[0], offer.bundle); // the fd is the host's from here on
-    } catch { /* status 1: the start fails, containerd cleans up */ }
+    let status = 1;
+    if (offer.kind === 'adopt') {
+      try {
+        tenant = await this.host.adopt(flags, offer.fds[0], offer.bundle); // the fd is the host's from here on
+        status = 0;
+      } catch { /* status 1: the start fails, containerd cleans up */ }
+    } else {
+      ({ status, tenant } = await this.host.runStart(offer, flags));
+    }
     sharedFault('status');
     // A sender gone before the status means a `start` that failed: nobody will use this socket.
-    if (!writeByte(fd, tenant ? 0 : 1) && tenant) this.host.drop(tenant, 'the start that handed it over is gone');
+    if (!writeByte(fd, status) && tenant) this.host.drop(tenant, 'the start that handed it over is gone');
     sock.destroy();
     await this.update();
   }
@@ -154,12 +168,12 @@ export class SharedPost<F extends { action: string; namespace: string }, T> {
 
 /** The slots of a key's shared post, in the order starts try them. */
 function sharedSlots(base: string): string[] {
-  return Array.from({ length: SLOTS }, (_, i) => `${base}-${i}`);
+  return Array.from({ length: SHARED_SLOTS }, (_, i) => `${base}-${i}`);
 }
 
-/** The post of the shared daemons for this process's pool, containerd's JOB_ENV `vars` and `shimCgroup`. */
-export function sharedPost(vars: Readonly<Record<string, string>>, shimCgroup: string): string {
-  return sharedPostOf(ownPoolBase(), vars, shimCgroup);
+/** The post of the shared daemons for this process's pool and containerd's JOB_ENV `vars`. */
+export function sharedPost(vars: Readonly<Record<string, string>>): string {
+  return sharedPostOf(ownPoolBase(), vars);
 }
 
 /**
@@ -169,7 +183,7 @@ export function sharedPost(vars: Readonly<Record<string, string>>, shimCgroup: s
  */
 export async function joinShared(a: Adoption, listenFd: number): Promise<number | undefined> {
   if (!sharedEnabled()) return undefined;
-  for (const slot of sharedSlots(sharedPost(a.env, a.shimCgroup ?? ''))) {
+  for (const slot of sharedSlots(sharedPost(a.env))) {
     const pid = await handOver(slot, a, listenFd);
     if (pid !== undefined) return pid;
   }

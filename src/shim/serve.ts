@@ -35,9 +35,12 @@ export interface ServeOptions {
 const connectMs = () => Number(process.env.SHIM_SHARED_CONNECT_MS) || 30_000;
 /**
  * How long a shared daemon whose last tenant left stays on its post for the next one
- * (SHIM_SHARED_IDLE_MS): under churn the next container joins instead of booting Node.
+ * (SHIM_SHARED_IDLE_MS): as long as an idle standby (120 s), since it is the shared mode's
+ * standby: a burst of starts that finds none boots Node for each start beyond the two standbys.
  */
-const idleMs = () => { const v = Number(process.env.SHIM_SHARED_IDLE_MS); return Number.isFinite(v) && v >= 0 ? v : 10_000; };
+const idleMs = () => { const v = Number(process.env.SHIM_SHARED_IDLE_MS); return Number.isFinite(v) && v >= 0 ? v : 120_000; };
+/** RSS growth past which a shared daemon exits with its last tenant instead of waiting for the next. */
+const GROWN_BYTES = 16 * 1024 * 1024;
 const QUIET_MS = 50;
 const QUIET_MAX_MS = 2000;
 
@@ -81,6 +84,8 @@ class Daemon {
   exiting = false;
   /** Runs while a shared daemon has no tenant: it exits when it fires. */
   private idle?: NodeJS.Timeout;
+  /** RSS when the daemon began to share (bytes). */
+  private sharedRss = 0;
 
   constructor() {
     // What an uncaught exception says goes to every tenant's log: it ends all of them.
@@ -112,20 +117,49 @@ class Daemon {
   /** Take further tenants of this key on the shared post while there is room. */
   async share(shimCgroup: string): Promise<void> {
     if (this.exiting || this.post) return;
+    this.sharedRss = process.memoryUsage.rss();
     const bound = sharedBound();
-    this.post = new SharedPost(sharedPost(jobEnv(), shimCgroup), shimCgroup, {
+    const room = () => !this.exiting && this.tenants.size < bound;
+    const adopt = async (flags: ShimFlags, fd: number, bundle: string, how: string) => {
+      clearTimeout(this.idle);
+      const t = await this.add({ flags, listenFd: fd, bundle });
+      if (this.tenants.size === 1) takeShimIdentity(flags); // it showed no container while idle
+      t.log.info(`shim started (shared, ${how})`);
+      // containerd dials as soon as `start` has answered. A socket nobody dials belongs to a
+      // start that failed after handing it over: it must not hold a place for ever.
+      const timer = setTimeout(() => void this.leave(t, 'containerd never connected'), connectMs()).unref();
+      void t.whenConnected().then(() => clearTimeout(timer));
+      return t;
+    };
+    this.post = new SharedPost(sharedPost(jobEnv()), shimCgroup, {
       parseFlags,
-      room: () => !this.exiting && this.tenants.size < bound,
-      adopt: async (flags, fd, bundle) => {
-        clearTimeout(this.idle);
-        const t = await this.add({ flags, listenFd: fd, bundle });
-        if (this.tenants.size === 1) takeShimIdentity(flags); // it showed no container while idle
-        t.log.info('shim started (shared)');
-        // containerd dials as soon as `start` has answered. A socket nobody dials belongs to a
-        // start that failed after handing it over: it must not hold a place for ever.
-        const timer = setTimeout(() => void this.leave(t, 'containerd never connected'), connectMs()).unref();
-        void t.whenConnected().then(() => clearTimeout(timer));
-        return t;
+      room,
+      adopt: (flags, fd, bundle) => adopt(flags, fd, bundle, 'handed over by start'),
+      runStart: async (o, jf) => {
+        // The launcher's `start` job, run here as a standby runs it (src/pool/standby.ts), so a
+        // start in a burst boots no Node: the socket becomes a tenant if its shim_cgroup is ours.
+        const [stdin, stdout, stderr] = o.fds as [number, number, number];
+        const { start, launchFresh } = await import('./start.js');
+        const { readCapped } = await import('./stdin.js');
+        let tenant: Tenant | undefined;
+        try {
+          const out = await start(jf, {
+            cwd: o.cwd, ppid: o.ppid, argv0: o.argv0, readStdin: () => readCapped(stdin), joinShared: false,
+            launch: async (fd, cg) => {
+              if (cg !== shimCgroup || !room()) return launchFresh(jf, fd, cg, { cwd: o.cwd, argv0: o.argv0, refill: false });
+              tenant = await adopt({ ...jf, action: '' }, native.dup(fd), o.cwd, 'start run by the launcher'); // start closes its own copy
+              return process.pid;
+            },
+          });
+          fs.writeSync(stdout, out);
+          return { status: 0, tenant };
+        } catch (e) {
+          try { fs.writeSync(stderr, `io.containerd.runc.v2: ${(e as Error).message}`); } catch { /* gone */ }
+          if (tenant) void this.leave(tenant, 'its start failed');
+          return { status: 1 };
+        } finally {
+          for (const f of o.fds) try { fs.closeSync(f); } catch { /* closed */ }
+        }
       },
       drop: (t, why) => void this.leave(t, why),
     });
@@ -142,7 +176,10 @@ class Daemon {
       return void this.post?.update();
     }
     const post = this.post;
-    if (post?.open && drained && idleMs() > 0) {
+    // A daemon that grew (a tenant's heavy stdio leaves buffers and heap behind) is a poor one
+    // to keep: a fresh process is smaller.
+    const grown = process.memoryUsage.rss() > this.sharedRss + GROWN_BYTES;
+    if (post?.open && drained && idleMs() > 0 && !grown) {
       // A shared daemon stays on its post for a while: the next container joins it.
       takeIdleIdentity(post.path);
       process.chdir('/'); // no bundle stays pinned by our cwd

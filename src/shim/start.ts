@@ -30,6 +30,8 @@ export interface StartContext {
   argv0?: string;
   /** Get a daemon serving the listening socket `fd` (the caller closes its own copy), to run in `shimCgroup` ('' for none). */
   launch(fd: number, shimCgroup: string): Promise<number>;
+  /** False when `start` runs in a shared daemon: it must not offer the socket to itself. */
+  joinShared?: boolean;
 }
 
 /** The `start` process: hand the socket to a standby, or spawn a daemon; leave a standby. */
@@ -39,21 +41,28 @@ function processContext(flags: ShimFlags): StartContext {
     ppid: process.ppid,
     readStdin: () => readCapped(0),
     argv0: process.env.SHIM_ARGV0,
-    async launch(fd, shimCgroup) {
-      const adoption = { argv: daemonArgs(flags), bundle: process.cwd(), argv0: process.env.SHIM_ARGV0, env: jobEnv(), ...(shimCgroup ? { shimCgroup } : {}) };
-      const posts = standbyEnabled() ? postsOf(ownPoolBase()) : [];
-      let pid: number | undefined;
-      let used: string | undefined;
-      for (const post of posts) {
-        pid = await handOver(post, adoption, fd);
-        if (pid !== undefined) { used = post; break; }
-      }
-      pid ??= spawnDaemon(flags, fd, shimCgroup);
-      // Refill the post we emptied; with none up yet, fill the whole pool.
-      for (const post of used ? [used] : posts) spawnStandby(post);
-      return pid;
-    },
+    launch: (fd, shimCgroup) => launchFresh(flags, fd, shimCgroup, { cwd: process.cwd(), argv0: process.env.SHIM_ARGV0, refill: true }),
   };
+}
+
+/**
+ * A daemon of its own for the socket `fd`: a standby adopts it, else a spawned daemon serves it.
+ * `refill`: spawn the standbys that replace the one taken (not from a shared daemon, whose
+ * reaper waits for every child it has).
+ */
+export async function launchFresh(flags: ShimFlags, fd: number, shimCgroup: string, o: { cwd: string; argv0?: string; refill: boolean }): Promise<number> {
+  const adoption = { argv: daemonArgs(flags), bundle: o.cwd, argv0: o.argv0, env: jobEnv(), ...(shimCgroup ? { shimCgroup } : {}) };
+  const posts = standbyEnabled() ? postsOf(ownPoolBase()) : [];
+  let pid: number | undefined;
+  let used: string | undefined;
+  for (const post of posts) {
+    pid = await handOver(post, adoption, fd);
+    if (pid !== undefined) { used = post; break; }
+  }
+  pid ??= spawnDaemon(flags, fd, shimCgroup, o.cwd);
+  // Refill the post we emptied; with none up yet, fill the whole pool.
+  if (o.refill) for (const post of used ? [used] : posts) spawnStandby(post);
+  return pid;
 }
 
 /** Run `start`; resolves with what to print on stdout. `flags.debug` may be raised by containerd 2.3's log level. */
@@ -83,7 +92,7 @@ export async function start(flags: ShimFlags, ctx: StartContext = processContext
     // Opt-in: a shared daemon of this key with room serves the socket. It runs as this start
     // would set it up (same shim_cgroup and containerd, no SCHED_CORE): nothing more to do.
     const adoption = { argv: daemonArgs(flags), bundle: ctx.cwd, argv0: ctx.argv0, env: jobEnv(), ...(cgroup ? { shimCgroup: cgroup } : {}) };
-    if (await joinShared(adoption, fd) !== undefined) return out;
+    if (ctx.joinShared !== false && await joinShared(adoption, fd) !== undefined) return out;
     const pid = await ctx.launch(fd, cgroup);
     try {
       if (cgroup) joinCgroup(cgroup, pid);
@@ -114,10 +123,10 @@ function daemonArgs(flags: ShimFlags): string[] {
   return args;
 }
 
-function spawnDaemon(flags: ShimFlags, fd: number, shimCgroup: string): number {
+function spawnDaemon(flags: ShimFlags, fd: number, shimCgroup: string, cwd: string): number {
   try {
     const env = shimCgroup && sharedEnabled() ? { ...process.env, SHIM_SHARED_CGROUP: shimCgroup } : undefined;
-    return spawnShimProcess(daemonArgs(flags), { cwd: process.cwd(), fds: [-1, -1, -1, fd], env });
+    return spawnShimProcess(daemonArgs(flags), { cwd, fds: [-1, -1, -1, fd], env });
   } catch (e) {
     throw new Error(`failed to start shim daemon: ${(e as Error).message}`, { cause: e });
   }

@@ -50,6 +50,10 @@ describe('shared daemons (SHIM_SHARED=1, our shim)', { skip: process.env.SHIM_UN
     assert.equal(pids[1], pids[0], 'the second container joined the first one\'s daemon');
     assert.equal(pids[2], pids[0], 'the third too');
     assert.notEqual(pids[3], pids[0], 'the fourth found it full');
+    // The launcher offered the second and third `start` to the shared daemon, which ran them
+    // in-process (no Node boot for them): its log says so for each.
+    const logged = c.logTail(1 << 20);
+    for (const id of ids.slice(1, 3)) assert.match(logged, new RegExp(`shim started \\(shared, start run by the launcher\\)"[^\\n]*${id}`), `${id}'s start ran in the shared daemon`);
 
     // A short container joins while the first daemon has room again (after one leaves), and
     // gets its own output and exit status.
