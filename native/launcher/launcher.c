@@ -224,10 +224,6 @@ static int send_offer(int sock, const char *msg, size_t len) {
 }
 
 /*
- * The sender's side of one conversation. Returns the job's status, or -1 when the job did not
- * run there (no ACCEPT in time, REFUSE, or a close before RUNNING): then it may go elsewhere.
- */
-/*
  * A `start` whose runner died after RUNNING may have bound the shim socket and written ./address
  * (cwd is the bundle): remove that socket if nobody listens on it, as the `start` itself does
  * when it fails. Only a shim socket's name (64 hex digits, src/shim/address.ts) is touched.
@@ -255,6 +251,10 @@ static void remove_dead_socket(void) {
   if (r != 0 && err == ECONNREFUSED) unlink(path);
 }
 
+/*
+ * The sender's side of one conversation. Returns the job's status, or -1 when the job did not
+ * run there (no ACCEPT in time, REFUSE, or a close before RUNNING): then it may go elsewhere.
+ */
 static int converse(int sock, const char *msg, size_t len, int accept_timeout_ms, const char *action) {
   fault("connect");
   if (send_offer(sock, msg, len) != 0) return -1;

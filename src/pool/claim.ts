@@ -7,6 +7,7 @@
 // process is gone: no clock is read, so a clock step or a slow machine cannot free a live claim.
 import fs from 'node:fs';
 import { POST_DIR } from './constants.js';
+import { boundUnixSockets } from './sockfile.js';
 
 /** The claim file of `post`. */
 export function claimPath(post: string): string {
@@ -83,16 +84,8 @@ export function releaseBoot(post: string): void {
 
 /** Paths of the unix sockets bound in this network namespace (/proc/net/unix), or undefined when unreadable. */
 function boundPaths(): Set<string> | undefined {
-  try {
-    const out = new Set<string>();
-    for (const line of fs.readFileSync('/proc/net/unix', 'latin1').split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length >= 8 && f[7].startsWith('/')) out.add(f[7]);
-    }
-    return out;
-  } catch {
-    return undefined;
-  }
+  const bound = boundUnixSockets();
+  return bound && new Set(bound.keys());
 }
 
 /**

@@ -25,20 +25,28 @@ export function isLive(path: string): Promise<boolean> {
 }
 
 /**
- * Whether some process listens on the unix socket `path`, from /proc/net/unix: no connection
- * is made (a connection would be a conversation the holder has to sit through). Unknown counts as yes.
+ * The unix sockets bound in this network namespace, from /proc/net/unix (path → listening), or
+ * undefined when unreadable. Nothing connects: a connection would be a conversation the holder
+ * has to sit through.
  */
-export function isListening(path: string): boolean {
+export function boundUnixSockets(): Map<string, boolean> | undefined {
   let text: string;
   try {
     text = fs.readFileSync('/proc/net/unix', 'latin1');
   } catch {
-    return true;
+    return undefined;
   }
+  const out = new Map<string, boolean>();
   // Num RefCount Protocol Flags Type St Inode Path; a listener has __SO_ACCEPTCON (0x10000) in Flags.
   for (const line of text.split('\n').slice(1)) {
     const f = line.trim().split(/\s+/);
-    if (f.length >= 8 && f[7] === path && (Number.parseInt(f[3], 16) & 0x10000) !== 0) return true;
+    if (f.length >= 8 && f[7].startsWith('/')) out.set(f[7], out.get(f[7]) === true || (Number.parseInt(f[3], 16) & 0x10000) !== 0);
   }
-  return false;
+  return out;
+}
+
+/** Whether some process listens on the unix socket `path` (unknown counts as yes). */
+export function isListening(path: string): boolean {
+  const bound = boundUnixSockets();
+  return bound ? bound.get(path) === true : true;
 }

@@ -15,6 +15,7 @@ import { isValidIdentifier } from '../task/identifiers.js';
 import { parseFlags, type ShimFlags } from './flags.js';
 import { SharedPost, sharedBound, sharedEnabled, sharedPost } from '../pool/shared.js';
 import { jobEnv } from '../pool/key.js';
+import { closeAll } from '../pool/protocol.js';
 import { takeIdleIdentity, takeShimIdentity } from './identity.js';
 
 const LISTEN_FD = 3;
@@ -50,13 +51,13 @@ export async function serve(flags: ShimFlags, listenFd = LISTEN_FD, o: ServeOpti
   if (!isValidIdentifier(flags.namespace)) throw new Error(`invalid namespace ${JSON.stringify(flags.namespace)}: invalid argument`);
   const shimCgroup = o.shimCgroup ?? process.env[SHIM_CGROUP_ENV] ?? '';
   delete process.env[SHIM_CGROUP_ENV];
-  takeShimIdentity(flags); // ps/pgrep see what they see of the Go shim's daemon
   // Nothing the daemon or its runc children create (pid files, logs) may be world-writable,
   // whatever umask containerd (or the process that spawned a standby) had.
   process.umask(process.umask(0o022) | 0o022);
   stderrToLogFifo();
   const daemon = new Daemon();
   const first = await daemon.add({ flags, listenFd, bundle: process.cwd() });
+  daemon.show(first); // ps/pgrep see what they see of the Go shim's daemon
   if (o.onQuiet) {
     const hook = o.onQuiet;
     let fired = false;
@@ -86,6 +87,8 @@ class Daemon {
   private idle?: NodeJS.Timeout;
   /** RSS when the daemon began to share (bytes). */
   private sharedRss = 0;
+  /** The tenant whose container the process title shows (none while a shared daemon idles). */
+  private shown?: Tenant;
 
   constructor() {
     // What an uncaught exception says goes to every tenant's log: it ends all of them.
@@ -114,6 +117,12 @@ class Daemon {
     return t;
   }
 
+  /** Show `t`'s container in the process title, as the Go shim's daemon shows its own. */
+  show(t: Tenant): void {
+    this.shown = t;
+    takeShimIdentity(t.spec.flags);
+  }
+
   /** Take further tenants of this key on the shared post while there is room. */
   async share(shimCgroup: string): Promise<void> {
     if (this.exiting || this.post) return;
@@ -123,7 +132,7 @@ class Daemon {
     const adopt = async (flags: ShimFlags, fd: number, bundle: string, how: string) => {
       clearTimeout(this.idle);
       const t = await this.add({ flags, listenFd: fd, bundle });
-      if (this.tenants.size === 1) takeShimIdentity(flags); // it showed no container while idle
+      if (!this.shown) this.show(t); // it showed no container while idle
       t.log.info(`shim started (shared, ${how})`);
       // containerd dials as soon as `start` has answered. A socket nobody dials belongs to a
       // start that failed after handing it over: it must not hold a place for ever.
@@ -158,7 +167,7 @@ class Daemon {
           if (tenant) void this.leave(tenant, 'its start failed');
           return { status: 1 };
         } finally {
-          for (const f of o.fds) try { fs.closeSync(f); } catch { /* closed */ }
+          closeAll(o.fds);
         }
       },
       drop: (t, why) => void this.leave(t, why),
@@ -172,7 +181,7 @@ class Daemon {
     const drained = await t.close();
     if (this.tenants.size > 0 || this.exiting) {
       // ps shows a container the daemon still serves (it shows one: a pod's shim shows one too).
-      if (t.spec.flags.id === shownId()) takeShimIdentity(this.tenants.values().next().value!.spec.flags);
+      if (t === this.shown) this.show(this.tenants.values().next().value!);
       return void this.post?.update();
     }
     const post = this.post;
@@ -181,6 +190,7 @@ class Daemon {
     const grown = process.memoryUsage.rss() > this.sharedRss + GROWN_BYTES;
     if (post?.open && drained && idleMs() > 0 && !grown) {
       // A shared daemon stays on its post for a while: the next container joins it.
+      this.shown = undefined;
       takeIdleIdentity(post.path);
       process.chdir('/'); // no bundle stays pinned by our cwd
       this.idle = setTimeout(() => this.exitIdle(), idleMs());
@@ -206,17 +216,6 @@ class Daemon {
     for (const t of all) t.log.info({ why }, 'shutting down');
     const drained = await Promise.all(all.map((t) => t.close()));
     process.exit(drained.every(Boolean) ? 0 : 1);
-  }
-}
-
-/** The `-id` the process title shows now. */
-function shownId(): string | undefined {
-  try {
-    const argv = fs.readFileSync('/proc/self/cmdline', 'utf8').split('\0');
-    const i = argv.indexOf('-id');
-    return i >= 0 ? argv[i + 1] : undefined;
-  } catch {
-    return undefined;
   }
 }
 
